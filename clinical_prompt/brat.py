@@ -1,11 +1,44 @@
 """BRAT standoff: the document model, reader and writer.
 
-Offsets are Unicode code points into the ``.txt`` file read with ``newline=""``, end exclusive.
-Errors name the file, the line and the kind of problem, never the annotated text.
+Offsets are Unicode code points into the ``.txt`` file, end exclusive. Files are read as bytes and
+decoded as UTF-8 without newline translation (as ``open(..., newline="")`` reads them), so a CRLF
+counts as two code points. A leading byte order mark in a ``.txt`` file is kept as U+FEFF at offset
+0, as BRAT itself counts it (BRAT decodes with the ``utf8`` codec, which keeps it); the shared
+corpora have none. A BOM at the start of a ``.ann`` file carries no offsets and is ignored.
+
+The text field of a ``T`` line must equal the document text at its spans, fragments joined by one
+space (BRAT 1.3 and later) or, as BRAT also accepts, by nothing (older files, e.g. 2 entities in DDI).
+Whitespace after that text (BRAT's "tail") is allowed.
+
+``format_ann`` writes one annotation per line, in file order (``Document.order``; annotations
+missing from it follow, by kind). A file read and written back is identical except for these
+normalizations:
+
+- whitespace after a line's last field is dropped: BRAT's trailing tab on ``R`` lines and trailing
+  space on ``E`` lines (MACCROBAT ``R1<TAB>MODIFY Arg1:T6 Arg2:E1<TAB>``, ``E1<TAB>Clinical_event:T5 ``)
+  and a ``T`` line's tail (MACCROBAT 25661749 T145); the text of ``T``, ``#`` and ``N`` lines is kept
+  as written, trailing whitespace included;
+- lines end with LF (a CRLF ``.ann`` is read), every line is terminated, blank lines and a BOM are
+  dropped.
+
+A field holding a line break cannot be written: ``format_ann`` raises ("line break in a field").
+
+Problems are reported as ``BratProblem(path, line, kind, detail)`` or raised as ``BratFormatError``;
+the detail names ids and offsets, never annotated or note text. Kinds: "missing file", "not UTF-8",
+"malformed line", "unknown annotation kind", "duplicate id", "offset out of range", "start after
+end", "text mismatch", "missing reference". With ``collect_problems=True`` a line with a problem is
+left out of its document, and so is every annotation that refers, directly or through others, to an
+id that is left out or was never defined (each reported with its own line); the rest of the
+document is kept. A document whose ``.txt`` or ``.ann`` is missing or not UTF-8 is left out.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 Span = tuple[int, int]
 
@@ -92,7 +125,11 @@ class Equivalence:
 
 @dataclass
 class Document:
-    """One note: its text and its annotations, keyed by id in file order."""
+    """One note: its text and its annotations, keyed by id in file order.
+
+    ``order`` lists the ids in file order, ``"*"`` standing for the next equivalence; ``format_ann``
+    follows it so read files write back unchanged.
+    """
 
     doc_id: str
     text: str
@@ -103,6 +140,7 @@ class Document:
     normalizations: dict[str, Normalization] = field(default_factory=dict)
     notes: dict[str, Note] = field(default_factory=dict)
     equivalences: list[Equivalence] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
 
 
 class BratFormatError(ValueError):
@@ -112,3 +150,321 @@ class BratFormatError(ValueError):
         self.path, self.line, self.kind, self.detail = str(path), line, kind, detail
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {kind}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class BratProblem:
+    """A problem collected while reading a corpus; ``line`` is 1-based, None for a whole file."""
+
+    path: str
+    line: int | None
+    kind: str
+    detail: str = ""
+
+    def error(self) -> BratFormatError:
+        return BratFormatError(self.path, self.line, self.kind, self.detail)
+
+
+@dataclass
+class BratCorpus:
+    """The documents of a BRAT directory and the problems found reading it."""
+
+    documents: list[Document] = field(default_factory=list)
+    problems: list[BratProblem] = field(default_factory=list)
+
+
+Annotation = Entity | Relation | Event | Attribute | Normalization | Note | Equivalence
+_FIELDS = {Entity: "entities", Relation: "relations", Event: "events", Attribute: "attributes",
+           Normalization: "normalizations", Note: "notes"}
+_ID = re.compile(r"(?:[A-Za-z]+|#)[0-9]+|\*")
+
+
+class _LineProblem(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind)
+        self.kind, self.detail = kind, detail
+
+
+def _malformed(ann_id: str) -> _LineProblem:
+    return _LineProblem("malformed line", f"id {ann_id}")
+
+
+def _role_ref(token: str, ann_id: str) -> tuple[str, str]:
+    role, colon, ref = token.partition(":")
+    if not (role and colon and ref):
+        raise _malformed(ann_id)
+    return role, ref
+
+
+def _format_spans(spans: tuple[Span, ...]) -> str:
+    return ";".join(f"{start} {end}" for start, end in spans)
+
+
+def _entity(ann_id: str, rest: str, text: str) -> Entity:
+    fields, tab, written = rest.partition("\t")
+    type_, _, offsets = fields.partition(" ")
+    try:
+        pairs = [pair.split(" ") for pair in offsets.split(";")]
+        spans = tuple((int(start), int(end)) for start, end in pairs)
+    except ValueError:
+        raise _malformed(ann_id) from None
+    if not (tab and type_):
+        raise _malformed(ann_id)
+    for start, end in spans:
+        if start > end:
+            raise _LineProblem("start after end", f"id {ann_id}, span {start} {end}")
+        if start < 0 or end > len(text):
+            raise _LineProblem("offset out of range", f"id {ann_id}, span {start} {end}, length {len(text)}")
+    fragments = [text[start:end] for start, end in spans]
+    expected = " ".join(fragments)
+    if written.startswith(expected) and not written[len(expected):].strip():
+        return Entity(ann_id, type_, spans, expected)
+    if written == "".join(fragments):
+        return Entity(ann_id, type_, spans, written)
+    raise _LineProblem("text mismatch", f"id {ann_id}, spans {_format_spans(spans)}")
+
+
+def _parts(ann_id: str, fields: str, least: int, most: float) -> list[str]:
+    parts = fields.split()
+    if not least <= len(parts) <= most:
+        raise _malformed(ann_id)
+    return parts
+
+
+def _relation(ann_id: str, rest: str, text: str) -> Relation:
+    type_, first, second = _parts(ann_id, rest, 3, 3)
+    (role1, arg1), (role2, arg2) = _role_ref(first, ann_id), _role_ref(second, ann_id)
+    return Relation(ann_id, type_, arg1, arg2, role1, role2)
+
+
+def _event(ann_id: str, rest: str, text: str) -> Event:
+    head, *arguments = _parts(ann_id, rest, 1, math.inf)
+    type_, trigger = _role_ref(head, ann_id)
+    return Event(ann_id, type_, trigger, tuple(_role_ref(argument, ann_id) for argument in arguments))
+
+
+def _attribute(ann_id: str, rest: str, text: str) -> Attribute:
+    name, target, *value = _parts(ann_id, rest, 2, 3)
+    return Attribute(ann_id, name, target, value[0] if value else None)
+
+
+def _normalization(ann_id: str, rest: str, text: str) -> Normalization:
+    fields, _, name = rest.partition("\t")
+    type_, target, reference = _parts(ann_id, fields, 3, 3)
+    resource, entry = _role_ref(reference, ann_id)
+    return Normalization(ann_id, type_, target, resource, entry, name)
+
+
+def _note(ann_id: str, rest: str, text: str) -> Note:
+    fields, _, note = rest.partition("\t")
+    type_, target = _parts(ann_id, fields, 2, 2)
+    return Note(ann_id, type_, target, note)
+
+
+def _equivalence(ann_id: str, rest: str, text: str) -> Equivalence:
+    type_, *members = _parts(ann_id, rest, 3, math.inf)
+    return Equivalence(type_, tuple(members))
+
+
+_PARSERS = {"T": _entity, "R": _relation, "E": _event, "A": _attribute, "M": _attribute,
+            "N": _normalization, "#": _note, "*": _equivalence}
+
+
+def _parse_line(line: str, text: str) -> Annotation:
+    ann_id, tab, rest = line.partition("\t")
+    if not (tab and _ID.fullmatch(ann_id)):
+        raise _LineProblem("malformed line", "no annotation id and tab at the start")
+    parser = _PARSERS.get(ann_id[0])
+    if parser is None:
+        raise _LineProblem("unknown annotation kind", f"id {ann_id}")
+    return parser(ann_id, rest, text)
+
+
+def _dangling(ann: Annotation, known: dict[str, Annotation]) -> str | None:
+    """The first id ``ann`` refers to that is not known, or an event trigger that is no entity."""
+    match ann:
+        case Event() if not isinstance(known.get(ann.trigger), Entity):
+            return ann.trigger
+        case Event():
+            refs = tuple(ref for _, ref in ann.arguments)
+        case Relation():
+            refs = ann.arg1, ann.arg2
+        case Attribute() | Normalization() | Note():
+            refs = (ann.target,)
+        case Equivalence():
+            refs = ann.members
+        case _:
+            return None
+    return next((ref for ref in refs if ref not in known), None)
+
+
+def _parse_ann(doc_id: str, text: str, ann_text: str, path: Path) -> tuple[Document, list[BratProblem]]:
+    problems: list[BratProblem] = []
+    kept: list[tuple[int, Annotation]] = []
+    known: dict[str, Annotation] = {}
+    for number, line in enumerate(ann_text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            ann = _parse_line(line, text)
+        except _LineProblem as problem:
+            problems.append(BratProblem(str(path), number, problem.kind, problem.detail))
+            continue
+        if not isinstance(ann, Equivalence):
+            if ann.id in known:
+                problems.append(BratProblem(str(path), number, "duplicate id", f"id {ann.id}"))
+                continue
+            known[ann.id] = ann
+        kept.append((number, ann))
+    dropped = True
+    while dropped:
+        dropped, still = False, []
+        for number, ann in kept:
+            ref = _dangling(ann, known)
+            if ref is None:
+                still.append((number, ann))
+                continue
+            label = ann.id if not isinstance(ann, Equivalence) else "*"
+            target = ref if _ID.fullmatch(ref) else "a malformed id"
+            problems.append(BratProblem(str(path), number, "missing reference", f"{label} refers to {target}"))
+            known.pop(label, None)
+            dropped = True
+        kept = still
+    doc = Document(doc_id, text)
+    for _, ann in kept:
+        if isinstance(ann, Equivalence):
+            doc.equivalences.append(ann)
+            doc.order.append("*")
+        else:
+            getattr(doc, _FIELDS[type(ann)])[ann.id] = ann
+            doc.order.append(ann.id)
+    problems.sort(key=lambda problem: problem.line)
+    return doc, problems
+
+
+def _decode(path: Path, encoding: str) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BratFormatError(str(path), None, "missing file") from None
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise BratFormatError(str(path), line, "not UTF-8", f"byte offset {error.start}") from None
+
+
+def _read(txt_path: Path, ann_path: Path, doc_id: str) -> tuple[Document | None, list[BratProblem]]:
+    try:
+        text = _decode(txt_path, "utf-8")
+        ann_text = _decode(ann_path, "utf-8-sig")
+    except BratFormatError as error:
+        return None, [BratProblem(error.path, error.line, error.kind, error.detail)]
+    return _parse_ann(doc_id, text, ann_text, ann_path)
+
+
+def read_document(txt_path: str | os.PathLike, ann_path: str | os.PathLike | None = None) -> Document:
+    """Read one ``.txt`` and its ``.ann`` (default: beside it); ``doc_id`` is the file stem.
+
+    Raises ``BratFormatError`` for the first problem found.
+    """
+    txt_path = Path(txt_path)
+    ann_path = Path(ann_path) if ann_path is not None else txt_path.with_suffix(".ann")
+    doc, problems = _read(txt_path, ann_path, txt_path.stem)
+    if problems:
+        raise problems[0].error()
+    return doc
+
+
+def read_corpus(directory: str | os.PathLike, *, collect_problems: bool = False) -> BratCorpus:
+    """Read every ``*.ann`` under ``directory`` (recursively, sorted) with the ``.txt`` beside it.
+
+    ``doc_id`` is the path relative to ``directory`` without suffix. Without ``collect_problems`` the
+    first problem raises ``BratFormatError``; with it, all are collected (see the module docstring).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    corpus = BratCorpus()
+    for ann_path in sorted(root.rglob("*.ann")):
+        doc_id = ann_path.relative_to(root).with_suffix("").as_posix()
+        doc, problems = _read(ann_path.with_suffix(".txt"), ann_path, doc_id)
+        if problems and not collect_problems:
+            raise problems[0].error()
+        corpus.problems.extend(problems)
+        if doc is not None:
+            corpus.documents.append(doc)
+    return corpus
+
+
+def _format(ann: Annotation, doc: Document) -> str:
+    match ann:
+        case Entity():
+            text = ann.text or " ".join(doc.text[start:end] for start, end in ann.spans)
+            return f"{ann.id}\t{ann.type} {_format_spans(ann.spans)}\t{text}"
+        case Relation():
+            return f"{ann.id}\t{ann.type} {ann.arg1_role}:{ann.arg1} {ann.arg2_role}:{ann.arg2}"
+        case Event():
+            arguments = "".join(f" {role}:{ref}" for role, ref in ann.arguments)
+            return f"{ann.id}\t{ann.type}:{ann.trigger}{arguments}"
+        case Attribute():
+            return f"{ann.id}\t{ann.name} {ann.target}" + (f" {ann.value}" if ann.value is not None else "")
+        case Normalization():
+            name = f"\t{ann.text}" if ann.text else ""
+            return f"{ann.id}\t{ann.type} {ann.target} {ann.resource}:{ann.entry}{name}"
+        case Note():
+            return f"{ann.id}\t{ann.type} {ann.target}\t{ann.text}"
+        case Equivalence():
+            return f"*\t{ann.type} {' '.join(ann.members)}"
+    raise TypeError(f"not a BRAT annotation: {type(ann).__name__}")
+
+
+def format_ann(doc: Document) -> str:
+    """The ``.ann`` text of ``doc``: ids in ``doc.order`` first, then the others by kind, LF line ends.
+
+    An entity without text gets the document's text at its spans; a field holding a line break
+    raises ``BratFormatError``.
+    """
+    by_id: dict[str, Annotation] = {}
+    for name in _FIELDS.values():
+        by_id.update(getattr(doc, name))
+    equivalences = iter(doc.equivalences)
+    ordered: list[Annotation] = []
+    for key in doc.order:
+        ann = next(equivalences, None) if key == "*" else by_id.pop(key, None)
+        if ann is not None:
+            ordered.append(ann)
+    lines = [_format(ann, doc) for ann in [*ordered, *by_id.values(), *equivalences]]
+    for line in lines:
+        if "\n" in line or "\r" in line:
+            raise BratFormatError(doc.doc_id, None, "line break in a field", "id " + line.partition("\t")[0])
+    return "".join(line + "\n" for line in lines)
+
+
+def _write_atomic(path: Path, content: str) -> None:
+    """Write ``content`` as UTF-8 through a synced temp file in the same directory, then rename it."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_document(doc: Document, directory: str | os.PathLike, *, write_text: bool = False) -> Path:
+    """Write ``<directory>/<doc_id>.ann`` (and ``.txt`` with ``write_text``) atomically; returns the path.
+
+    New files are private to the user (mode 0600), as the temp file they are renamed from.
+    """
+    ann_path = Path(directory) / f"{doc.doc_id}.ann"
+    content = format_ann(doc)
+    ann_path.parent.mkdir(parents=True, exist_ok=True)
+    if write_text:
+        _write_atomic(ann_path.with_suffix(".txt"), doc.text)
+    _write_atomic(ann_path, content)
+    return ann_path

@@ -1,0 +1,70 @@
+"""The ``clinical-prompt`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _corpus_stats(args: argparse.Namespace) -> int:
+    from clinical_prompt.corpus.stats import run_corpus_stats
+
+    return run_corpus_stats(args.directory, args.schema)
+
+
+def _corpus_align(args: argparse.Namespace) -> int:
+    from clinical_prompt.corpus.stats import run_alignment_check
+
+    return run_alignment_check(args.directory, args.schema, args.tokenizer, args.max_length)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from clinical_prompt.evaluation.n2c2 import run_evaluate
+
+    return run_evaluate(args.gold, args.pred, args.schema, args.json)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from clinical_prompt.quickstart import run_quickstart
+
+    return run_quickstart(args.output_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="clinical-prompt", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    corpus = commands.add_parser("corpus", help="inspect a BRAT corpus").add_subparsers(dest="corpus_command", required=True)
+    stats = corpus.add_parser("stats", help="documents, sentences, concepts and relations per type, and every problem found")
+    stats.add_argument("directory")
+    stats.add_argument("--schema", help="built-in schema name or YAML file; adds the counts after mapping onto it")
+    stats.set_defaults(run=_corpus_stats)
+    align = corpus.add_parser("align", help="gold spans -> token labels -> spans: the fraction recovered per type")
+    align.add_argument("directory")
+    align.add_argument("--schema", required=True, help="built-in schema name or YAML file")
+    align.add_argument("--tokenizer", help="tokenizer path or hub id (default: the bundled MiniLM)")
+    align.add_argument("--max-length", type=int, default=512)
+    align.set_defaults(run=_corpus_align)
+
+    evaluate = commands.add_parser("evaluate", help="n2c2 strict and lenient micro-F1 of BRAT predictions")
+    evaluate.add_argument("--gold", required=True, help="directory of gold BRAT files")
+    evaluate.add_argument("--pred", required=True, help="directory of predicted BRAT files")
+    evaluate.add_argument("--schema", help="map both sides onto this schema first")
+    evaluate.add_argument("--json", help="also write the scores to this JSON file")
+    evaluate.set_defaults(run=_evaluate)
+
+    quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
+    quickstart.add_argument("--output-dir", default="clinical-prompt-output")
+    quickstart.set_defaults(run=_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clinical-prompt`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

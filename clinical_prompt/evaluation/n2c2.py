@@ -1,0 +1,123 @@
+"""2018 n2c2 Track 2 scoring of documents and BRAT directories (strict and lenient, concepts and relations).
+
+The result is a JSON-ready dict::
+
+    {"concepts": {"strict": {"micro": {precision, recall, f1, tp, fp, fn},
+                             "macro": {precision, recall, f1},
+                             "per_type": {TYPE: {precision, recall, f1, tp, fp, fn}}},
+                  "lenient": {...}},
+     "relations": {...same shape...},
+     "documents": {"gold": n, "pred": n, "missing_pred": [ids], "missing_gold": [ids]}}
+
+Matching and one-to-one counting are those of :mod:`clinical_prompt.evaluation.matching`, applied
+to each type on its own; zero-division conventions are those of :mod:`clinical_prompt.evaluation.scores`.
+Unlike the official script, which skips files present on one side only, every document of either side
+is scored: a document without a prediction counts all its gold items as false negatives, a prediction
+without gold counts all its items as false positives, and both enter the macro average.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clinical_prompt.brat import Document, read_corpus
+from clinical_prompt.evaluation.matching import MODES, Item, Mode, concepts, count_matches, relations
+from clinical_prompt.evaluation.report import format_table
+from clinical_prompt.evaluation.scores import Counts, macro, micro
+from clinical_prompt.schema import TaskSchema, load_schema
+
+_KINDS: dict[str, Callable[[Document], list[Any]]] = {"concepts": concepts, "relations": relations}
+
+
+def _count_per_type(gold: Sequence[Item], pred: Sequence[Item], mode: Mode) -> dict[str, Counts]:
+    by_type: dict[str, tuple[list[Item], list[Item]]] = defaultdict(lambda: ([], []))
+    for side, items in enumerate((gold, pred)):
+        for item in items:
+            by_type[item.type][side].append(item)
+    return {t: count_matches(*by_type[t], mode) for t in sorted(by_type)}
+
+
+def _aggregate(per_document: Sequence[dict[str, Counts]]) -> dict[str, Any]:
+    per_type: dict[str, Counts] = defaultdict(Counts)
+    for counts in per_document:
+        for type_name, c in counts.items():
+            per_type[type_name] += c
+    totals = [micro(counts.values()) for counts in per_document]
+    return {
+        "micro": micro(totals).to_dict(),
+        "macro": macro(totals),
+        "per_type": {t: per_type[t].to_dict() for t in sorted(per_type)},
+    }
+
+
+def evaluate_documents(gold: Mapping[str, Document], pred: Mapping[str, Document]) -> dict[str, Any]:
+    """Score ``pred`` against ``gold`` (both keyed by document id); see the module doc for the result."""
+    doc_ids = sorted(set(gold) | set(pred))
+    result: dict[str, Any] = {}
+    for kind, extract in _KINDS.items():
+        pairs = [
+            (extract(gold[d]) if d in gold else [], extract(pred[d]) if d in pred else [])
+            for d in doc_ids
+        ]
+        result[kind] = {mode: _aggregate([_count_per_type(g, p, mode) for g, p in pairs]) for mode in MODES}
+    result["documents"] = {
+        "gold": len(gold),
+        "pred": len(pred),
+        "missing_pred": sorted(set(gold) - set(pred)),
+        "missing_gold": sorted(set(pred) - set(gold)),
+    }
+    return result
+
+
+def _read(directory: str | Path, schema: TaskSchema | None) -> dict[str, Document]:
+    documents = read_corpus(directory).documents
+    return {doc.doc_id: schema.map_document(doc) if schema else doc for doc in documents}
+
+
+def evaluate_directories(
+    gold_dir: str | Path, pred_dir: str | Path, schema: TaskSchema | None = None
+) -> dict[str, Any]:
+    """Score the BRAT files of ``pred_dir`` against ``gold_dir``, both first mapped onto ``schema`` if given."""
+    return evaluate_documents(_read(gold_dir, schema), _read(pred_dir, schema))
+
+
+def _write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON through a temp file in the same directory, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def run_evaluate(gold: str, pred: str, schema_name: str | None = None, json_path: str | None = None) -> int:
+    """``clinical-prompt evaluate``: print the n2c2 table and optionally write the JSON result.
+
+    Returns 0 on success, 2 when a directory, a BRAT file or the schema cannot be read, or when the
+    gold directory holds no document.
+    """
+    try:
+        schema = load_schema(schema_name) if schema_name else None
+        result = evaluate_directories(gold, pred, schema)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not result["documents"]["gold"]:
+        print(f"error: no BRAT documents in {gold}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if json_path:
+        _write_json(json_path, result)
+    return 0
