@@ -83,3 +83,18 @@ def run_corpus_stats(directory: str | os.PathLike, schema_name: str | None = Non
     print()
     print(format_problems(corpus, directory))
     return 0
+
+
+def run_alignment_check(
+    directory: str | os.PathLike, schema_name: str, tokenizer_name: str | None = None, max_length: int = 512
+) -> int:
+    """Print, per concept type, the fraction of gold spans that survive token labelling and decoding."""
+    from clinical_prompt.backbone import load_tokenizer
+    from clinical_prompt.corpus.report import alignment_report, format_alignment_report
+
+    schema = load_schema(schema_name)
+    corpus = read_corpus(directory, collect_problems=True)
+    documents = [schema.map_document(doc) for doc in corpus.documents]
+    report = alignment_report(documents, load_tokenizer(tokenizer_name), max_length=max_length, schema=schema)
+    print(format_alignment_report(report))
+    return 0

