@@ -1,0 +1,186 @@
+"""The clinical soft-prompt configuration, a PEFT prompt-tuning config with named prompt blocks.
+
+One class covers input and deep prompts. It keeps PEFT's ``PROMPT_TUNING`` type: once saved, a clinical adapter
+holds plain prompt tables (reparameterizations are materialized), which is what PEFT's prompt tuning stores, and
+``PromptTuningConfig`` needs no method-specific field, so stock prompt-tuning files load into this class with the
+clinical fields at their defaults. The base model fingerprint reuses PEFT's ``token_dim`` (hidden size),
+``num_layers`` and ``num_attention_heads`` and adds ``base_model_type`` and ``vocab_size``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from peft import PromptTuningConfig
+
+DEPTHS = ("input", "deep")
+REPARAMETERIZATIONS = ("none", "mlp", "lstm")
+PROMPT_INITS = ("random", "vocab", "query")
+FINGERPRINT = {
+    # config field -> attribute of the base model's transformers config
+    "base_model_type": "model_type",
+    "token_dim": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_attention_heads": "num_attention_heads",
+    "vocab_size": "vocab_size",
+}
+
+
+class AdapterCompatibilityError(ValueError):
+    """An adapter was trained on a base model of another shape than the one it is loaded onto."""
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(repr(value) for value in values)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass
+class ClinicalPromptConfig(PromptTuningConfig):
+    """Soft prompts for clinical MRC extraction: one block of ``num_virtual_tokens`` per concept or relation type.
+
+    Args:
+        prompt_blocks (`list[str]`): Names of the prompt blocks, one per concept and relation type, or one shared.
+        depth (`str`): ``"input"`` (virtual tokens at the embedding layer) or ``"deep"`` (key/value prefixes in
+            every layer).
+        reparameterization (`str`): ``"none"``, ``"mlp"`` (P-tuning v2 prefix projection) or ``"lstm"``
+            (P-tuning prompt encoder); trained through, materialized into plain tables at save time.
+        encoder_hidden_size (`int`, *optional*): Bottleneck of the MLP or hidden size of the LSTM; defaults to
+            the base model's hidden size.
+        prompt_init (`str`): ``"random"``, ``"vocab"`` (embeddings of random vocabulary tokens) or ``"query"``
+            (the hard-prompt query of each block). Deep prompts take the keys and values that the frozen
+            backbone computes for those tokens in every layer.
+        prompt_init_texts (`dict[str, str]`, *optional*): The query per block name, for ``prompt_init="query"``.
+        prompt_dropout (`float`): Dropout on the prompt vectors during training.
+        base_model_type (`str`, *optional*): ``model_type`` of the base model, checked when loading.
+        vocab_size (`int`, *optional*): Vocabulary size of the base model, checked when loading.
+    """
+
+    num_virtual_tokens: int = field(default=16, metadata={"help": "Number of virtual tokens per prompt block"})
+    prompt_blocks: list[str] = field(
+        default_factory=lambda: ["prompt"],
+        metadata={"help": "Names of the prompt blocks: one per concept and relation type, or one shared block"},
+    )
+    depth: str = field(
+        default="input",
+        metadata={"help": "'input': virtual tokens at the embedding layer; 'deep': key/value prefixes in every layer"},
+    )
+    reparameterization: str = field(
+        default="none",
+        metadata={"help": "'none', 'mlp' or 'lstm'; trained through and materialized into the saved tables"},
+    )
+    encoder_hidden_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "Bottleneck of the MLP or hidden size of the LSTM (default: the base hidden size)"},
+    )
+    prompt_init: str = field(
+        default="random",
+        metadata={"help": "'random', 'vocab' (random vocabulary embeddings) or 'query' (the block's query text)"},
+    )
+    prompt_init_texts: Optional[dict[str, str]] = field(
+        default=None, metadata={"help": "Query text per prompt block, used with prompt_init='query'"}
+    )
+    prompt_dropout: float = field(default=0.0, metadata={"help": "Dropout on the prompt vectors during training"})
+    base_model_type: Optional[str] = field(
+        default=None, metadata={"help": "model_type of the base model the adapter was trained on"}
+    )
+    vocab_size: Optional[int] = field(
+        default=None, metadata={"help": "Vocabulary size of the base model the adapter was trained on"}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.prompt_blocks = list(self.prompt_blocks)
+        if not _is_count(self.num_virtual_tokens):
+            raise ValueError(f"num_virtual_tokens={self.num_virtual_tokens!r} is not valid; use an integer >= 1.")
+        self._check_blocks()
+        for name, allowed in (
+            ("depth", DEPTHS),
+            ("reparameterization", REPARAMETERIZATIONS),
+            ("prompt_init", PROMPT_INITS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not valid; allowed values: {_choices(allowed)}.")
+        self._check_init_texts()
+        dropout = self.prompt_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"prompt_dropout={dropout!r} is not valid; use a number in [0, 1).")
+        for name in ("encoder_hidden_size", "token_dim", "num_layers", "num_attention_heads", "vocab_size"):
+            value = getattr(self, name)
+            if value is not None and not _is_count(value):
+                raise ValueError(f"{name}={value!r} is not valid; use an integer >= 1 or leave it unset.")
+
+    def _check_blocks(self) -> None:
+        blocks = self.prompt_blocks
+        if not blocks:
+            raise ValueError("prompt_blocks=[] is not valid; name at least one prompt block.")
+        for name in blocks:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"prompt_blocks holds {name!r}; every block name must be a non-empty string.")
+        duplicates = sorted({name for name in blocks if blocks.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"prompt_blocks names {duplicates} more than once; block names must be unique.")
+
+    def _check_init_texts(self) -> None:
+        texts = self.prompt_init_texts
+        if self.prompt_init != "query":
+            if texts is not None:
+                raise ValueError(
+                    f"prompt_init_texts is only used with prompt_init='query' (prompt_init={self.prompt_init!r})."
+                )
+            return
+        if not isinstance(texts, dict):
+            raise ValueError(
+                "prompt_init='query' needs prompt_init_texts, a dict of query text per block; "
+                f"got {type(texts).__name__}."
+            )
+        given = {name for name, text in texts.items() if isinstance(text, str) and text.strip()}
+        missing = [name for name in self.prompt_blocks if name not in given]
+        unknown = sorted(set(texts) - set(self.prompt_blocks))
+        if missing or unknown:
+            raise ValueError(
+                f"prompt_init_texts must give a non-empty query for every block in prompt_blocks: "
+                f"missing {missing}, unknown {unknown}."
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        """The number of prompt blocks."""
+        return len(self.prompt_blocks)
+
+    def block_id(self, name: str) -> int:
+        """The row of the named block in the prompt tables."""
+        try:
+            return self.prompt_blocks.index(name)
+        except ValueError:
+            raise KeyError(f"no prompt block named {name!r}; blocks: {self.prompt_blocks}") from None
+
+    @property
+    def table_width(self) -> int:
+        """Width of one virtual token: the hidden size (input) or ``num_layers * 2 * hidden`` (deep)."""
+        if self.token_dim is None or self.num_layers is None:
+            raise ValueError("token_dim and num_layers are unset; bind the config to a base model first.")
+        return self.token_dim if self.depth == "input" else self.num_layers * 2 * self.token_dim
+
+    def bind_base(self, base_config: Any) -> None:
+        """Fill the unset fingerprint fields from a transformers config; raise if a set one differs.
+
+        Raises:
+            AdapterCompatibilityError: naming the base config attribute, the adapter's value and the base's value.
+        """
+        for field_name, attribute in FINGERPRINT.items():
+            base_value = getattr(base_config, attribute, None)
+            value = getattr(self, field_name)
+            if value is None:
+                setattr(self, field_name, base_value)
+            elif value != base_value:
+                raise AdapterCompatibilityError(
+                    f"the adapter does not fit this base model: {attribute} is {value!r} in the adapter "
+                    f"({field_name}) but {base_value!r} in the base model."
+                )
+        if self.num_transformer_submodules is None:
+            self.num_transformer_submodules = 1
