@@ -61,9 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``clinical-prompt`` console script."""
+    """Entry point of the ``clinical-prompt`` console script; input problems exit with status 2 and one message."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    from clinical_prompt.brat import BratFormatError
+    from clinical_prompt.prompts import AdapterCompatibilityError, AdapterFormatError
+    from clinical_prompt.schema import SchemaError
+
+    try:
+        return args.run(args)
+    except (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, OSError) as error:
+        print(f"clinical-prompt: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
