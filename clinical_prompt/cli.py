@@ -24,6 +24,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args.gold, args.pred, args.schema, args.json)
 
 
+def _adapter_size(args: argparse.Namespace) -> int:
+    from transformers import AutoConfig
+
+    from clinical_prompt.backbone import resolve_backbone
+    from clinical_prompt.prompts.report import format_size_table
+
+    blocks = [f"block{i}" for i in range(args.blocks)]
+    print(f"{args.backbone}: {args.blocks} prompt blocks x {args.tokens} virtual tokens, float32, prompts only")
+    print(format_size_table(AutoConfig.from_pretrained(resolve_backbone(args.backbone)), blocks, args.tokens))
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from clinical_prompt.quickstart import run_quickstart
 
@@ -53,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--schema", help="map both sides onto this schema first")
     evaluate.add_argument("--json", help="also write the scores to this JSON file")
     evaluate.set_defaults(run=_evaluate)
+
+    size = commands.add_parser("adapter-size", help="trainable parameters and adapter bytes of every prompt shape")
+    size.add_argument("--backbone", default="minilm", help="model folder, config.json's folder or hub id")
+    size.add_argument("--blocks", type=int, default=9, help="prompt blocks (one per concept and relation type)")
+    size.add_argument("--tokens", type=int, default=16, help="virtual tokens per block")
+    size.set_defaults(run=_adapter_size)
 
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
     quickstart.add_argument("--output-dir", default="clinical-prompt-output")

@@ -57,3 +57,24 @@ def adapter_size_for(
     stored = config.num_blocks * config.num_virtual_tokens * config.table_width + head_parameters
     itemsize = torch.empty((), dtype=dtype).element_size()
     return _report(trainable, base + trainable, stored * itemsize)
+
+
+def format_size_table(config_of_base: Any, prompt_blocks: list[str], num_virtual_tokens: int) -> str:
+    """A table of :func:`adapter_size_for` over every prompt shape (depth x reparameterization)."""
+    lines = [
+        f"{'depth':<6} {'reparam':<8} {'trainable':>12} {'total':>14} {'share':>7} {'adapter MiB':>12}",
+    ]
+    for depth in ("input", "deep"):
+        for reparameterization in ("none", "mlp", "lstm"):
+            prompt_config = ClinicalPromptConfig(
+                prompt_blocks=prompt_blocks,
+                num_virtual_tokens=num_virtual_tokens,
+                depth=depth,
+                reparameterization=reparameterization,
+            )
+            size = adapter_size_for(config_of_base, prompt_config)
+            lines.append(
+                f"{depth:<6} {reparameterization:<8} {size['trainable_parameters']:>12,} {size['total_parameters']:>14,}"
+                f" {size['trainable_share']:>7.2%} {size['adapter_bytes'] / 2**20:>12.2f}"
+            )
+    return "\n".join(lines)

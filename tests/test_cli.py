@@ -1,0 +1,78 @@
+"""The ``clinical-prompt`` command line: corpus statistics, adapter sizes, errors."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from clinical_prompt.cli import main
+from clinical_prompt.quickstart import BUNDLED_CORPUS
+
+SENTINEL = "ZZSENTINELZZ"
+
+
+def _count(output: str, label: str) -> int:
+    return int(re.search(rf"{label}: ([\d,]+)", output).group(1).replace(",", ""))
+
+
+def test_corpus_stats_of_the_bundled_corpus_match_its_source_counts(capsys):
+    assert main(["corpus", "stats", str(BUNDLED_CORPUS), "--schema", "maccrobat-med"]) == 0
+    out = capsys.readouterr().out
+    raw = out.split("mapped onto schema")[0]
+    # ../shared/data/maccrobat2020/SOURCE.md: 200 reports, 565,716 chars, 25,189 entities in 41 types,
+    # 14,368 events, 18,330 relations (equivalences included).
+    assert _count(raw, "documents") == 200
+    assert _count(raw, "characters") == 565_716
+    assert "entities: 25,189 in 41 types" in raw
+    assert "events: 14,368 in 14 types" in raw
+    assert "relations: 18,330 in 8 types" in raw
+    assert re.search(r"^\s+Medication\s+1,080$", raw, re.M)
+    mapped = out.split("mapped onto schema")[1]
+    assert re.search(r"^\s+Drug\s+1,080$", mapped, re.M)
+    assert "problems: 0" in out
+
+
+@pytest.mark.slow
+def test_corpus_stats_of_ddi_match_its_source_counts(shared_data, capsys):
+    for split, documents, entities, relations in (("Train", 572, 12_929, 3_789), ("Test", 212, 2_816, 884)):
+        assert main(["corpus", "stats", str(shared_data / "ddi-corpus-2013-brat" / split)]) == 0
+        out = capsys.readouterr().out
+        problems = _count(out, "problems")
+        assert _count(out, "documents") == documents
+        # a line with a problem is left out and listed: read + problems = the SOURCE.md count
+        assert _count(out, "entities") + problems == entities
+        assert _count(out, "relations") == relations
+
+
+def test_corpus_stats_lists_every_problem_by_file_and_line_without_text(tmp_path: Path, capsys):
+    (tmp_path / "a.txt").write_text(f"{SENTINEL} took aspirin", encoding="utf-8")
+    (tmp_path / "a.ann").write_text(
+        f"T1\tDrug 5 200\t{SENTINEL}\nT2\tDrug 18 25\taspirin\nR1\tX Arg1:T2 Arg2:T9\n", encoding="utf-8"
+    )
+    (tmp_path / "b.ann").write_text("T1\tDrug 0 1\tx\n", encoding="utf-8")
+    assert main(["corpus", "stats", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "problems: 3" in out
+    assert "a.ann:1: offset out of range" in out
+    assert "a.ann:3: missing reference" in out
+    assert "b.ann: missing file" in out or "b.txt: missing file" in out
+    assert SENTINEL not in out
+
+
+def test_input_errors_exit_with_status_2_and_one_line(tmp_path: Path, capsys):
+    assert main(["corpus", "stats", str(tmp_path / "absent")]) == 2
+    assert main(["corpus", "stats", str(tmp_path), "--schema", "no-such-schema"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("clinical-prompt: error:") == 2
+    assert "Traceback" not in err
+
+
+def test_adapter_size_table_covers_every_prompt_shape(capsys):
+    config = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "gatortron-345m.json"
+    assert main(["adapter-size", "--backbone", str(config), "--blocks", "9", "--tokens", "16"]) == 0
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {(d, r) for d in ("input", "deep") for r in ("none", "mlp", "lstm")}
+    # deep, no reparameterization: 9 blocks x 16 tokens x 24 layers x (key + value) x 1024
+    assert rows[("deep", "none")][0] == f"{9 * 16 * 24 * 2 * 1024:,}"
+    assert rows[("input", "none")][0] == f"{9 * 16 * 1024:,}"
