@@ -36,9 +36,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from clinical_prompt import atomic
 
 Span = tuple[int, int]
 
@@ -442,20 +443,6 @@ def format_ann(doc: Document) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` as UTF-8 through a synced temp file in the same directory, then rename it."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_document(doc: Document, directory: str | os.PathLike, *, write_text: bool = False) -> Path:
     """Write ``<directory>/<doc_id>.ann`` (and ``.txt`` with ``write_text``) atomically; returns the path.
 
@@ -465,6 +452,6 @@ def write_document(doc: Document, directory: str | os.PathLike, *, write_text: b
     content = format_ann(doc)
     ann_path.parent.mkdir(parents=True, exist_ok=True)
     if write_text:
-        _write_atomic(ann_path.with_suffix(".txt"), doc.text)
-    _write_atomic(ann_path, content)
+        atomic.write_text(ann_path.with_suffix(".txt"), doc.text)
+    atomic.write_text(ann_path, content)
     return ann_path

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 import string
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .atomic import write_text
 from .brat import Attribute, Document, Relation
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
@@ -190,15 +190,7 @@ class TaskSchema:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the schema as YAML (atomically: temp file + rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def fold_labels(doc: Document) -> Document:

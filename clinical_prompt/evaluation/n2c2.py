@@ -17,15 +17,13 @@ without gold counts all its items as false positives, and both enter the macro a
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clinical_prompt.atomic import write_json
 from clinical_prompt.brat import Document, read_corpus
 from clinical_prompt.evaluation.matching import MODES, Item, Mode, concepts, count_matches, relations
 from clinical_prompt.evaluation.report import format_table
@@ -87,21 +85,6 @@ def evaluate_directories(
     return evaluate_documents(_read(gold_dir, schema), _read(pred_dir, schema))
 
 
-def _write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON through a temp file in the same directory, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def run_evaluate(gold: str, pred: str, schema_name: str | None = None, json_path: str | None = None) -> int:
     """``clinical-prompt evaluate``: print the n2c2 table and optionally write the JSON result.
 
@@ -119,5 +102,5 @@ def run_evaluate(gold: str, pred: str, schema_name: str | None = None, json_path
         return 2
     print(format_table(result))
     if json_path:
-        _write_json(json_path, result)
+        write_json(json_path, result)
     return 0

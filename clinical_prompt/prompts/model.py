@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
+
+from clinical_prompt.atomic import write_bytes, write_json
 
 from clinical_prompt.prompts.config import ClinicalPromptConfig
 from clinical_prompt.prompts.deep import attach_deep_prompts
@@ -37,24 +38,6 @@ def _hub_id(name: str | None) -> str | None:
     if not name or os.path.isabs(name) or name.startswith(("~", ".")) or Path(name).exists():
         return None
     return name if _HUB_ID.fullmatch(name) else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 class PromptedEncoder(nn.Module):
@@ -218,10 +201,10 @@ class PromptedEncoder(nn.Module):
         config.base_model_name_or_path = base_model_id or _hub_id(getattr(self.backbone.config, "_name_or_path", None))
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / WEIGHTS_NAME, save(self.adapter_tensors(), metadata={"format": "pt"}))
+        write_bytes(directory / WEIGHTS_NAME, save(self.adapter_tensors(), metadata={"format": "pt"}))
         for name, content in extra_files.items():
-            _write_atomic(directory / name, _json_bytes(content))
-        _write_atomic(directory / CONFIG_NAME, _json_bytes(config.to_dict()))
+            write_json(directory / name, content)
+        write_json(directory / CONFIG_NAME, config.to_dict())
 
     @classmethod
     def from_pretrained(
