@@ -37,9 +37,12 @@ def _adapter_size(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from clinical_prompt.quickstart import run_quickstart
+    from clinical_prompt.quickstart import quickstart_config, run_quickstart
 
-    return run_quickstart(args.output_dir)
+    return run_quickstart(quickstart_config(
+        args.output_dir, corpus=args.corpus, schema=args.schema, backbone=args.backbone, epochs=args.epochs,
+        train_documents=args.train_documents, test_documents=args.test_documents,
+    ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
     quickstart.add_argument("--output-dir", default="clinical-prompt-output")
+    quickstart.add_argument("--corpus", help="BRAT folder (default: the bundled MACCROBAT corpus)")
+    quickstart.add_argument("--schema", help="schema name or YAML file (default: maccrobat-med)")
+    quickstart.add_argument("--backbone", help="hub id or model folder (default: the offline MiniLM)")
+    quickstart.add_argument("--epochs", type=int)
+    quickstart.add_argument("--train-documents", type=int, help="documents to train on (default 40)")
+    quickstart.add_argument("--test-documents", type=int, help="held-out documents, the last by name (default 20)")
     quickstart.set_defaults(run=_quickstart)
     return parser
 

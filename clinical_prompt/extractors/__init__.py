@@ -1,0 +1,84 @@
+"""Extractors: one per strategy family, built by name and reloaded from their saved directories.
+
+``finetune`` is served by :class:`~clinical_prompt.extractors.tagging.TaggingExtractor` (BIO tagging), the prompt
+strategies (``hard-prompt``, ``soft-prompt``, ``soft-prompt-frozen``) by
+:class:`~clinical_prompt.extractors.mrc.MrcExtractor`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from clinical_prompt.extractors.base import (
+    EXTRACTOR_FILE,
+    DocumentPredictions,
+    Extractor,
+    ExtractorFormatError,
+    read_json,
+)
+from clinical_prompt.extractors.mrc import MrcExtractor, MrcSettings
+from clinical_prompt.schema import TaskSchema, load_schema
+from clinical_prompt.strategies import STRATEGIES, Strategy, get_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "DocumentPredictions",
+    "Extractor",
+    "ExtractorFormatError",
+    "MrcExtractor",
+    "MrcSettings",
+    "Strategy",
+    "build_extractor",
+    "get_strategy",
+    "load_extractor",
+]
+
+
+def _extractor_class(strategy: Strategy) -> type[Extractor]:
+    if strategy.input_format == "bio":
+        from clinical_prompt.extractors.tagging import TaggingExtractor
+
+        return TaggingExtractor
+    return MrcExtractor
+
+
+def build_extractor(
+    strategy: str,
+    schema: TaskSchema | str,
+    backbone: str | os.PathLike = "minilm",
+    *,
+    prompt_config: Any = None,
+    max_length: int = 256,
+    **options: Any,
+) -> Extractor:
+    """A new, untrained extractor for ``strategy`` over ``schema`` (a TaskSchema or a schema name or file).
+
+    ``prompt_config`` (a ``ClinicalPromptConfig``) applies to soft prompts only; ``options`` go to the extractor
+    (``MrcSettings`` fields for the prompt strategies). Seed torch first for reproducible initial weights.
+    """
+    spec = get_strategy(strategy)
+    if isinstance(schema, str):
+        schema = load_schema(schema)
+    if spec.input_format == "bio":
+        if prompt_config is not None:
+            raise ValueError(f"strategy {spec.name!r} uses no soft prompt; leave prompt_config unset")
+        return _extractor_class(spec)(schema, backbone, max_length=max_length, **options)
+    return MrcExtractor.create(
+        schema, backbone, strategy=spec.name, prompt_config=prompt_config, max_length=max_length, **options
+    )
+
+
+def load_extractor(directory: str | os.PathLike, backbone: str | None = None) -> Extractor:
+    """Reload an extractor saved with ``save_pretrained``, of the class its ``extractor.json`` strategy names.
+
+    ``backbone`` is needed only for frozen extractors saved from a local backbone folder.
+    """
+    meta = read_json(Path(directory) / EXTRACTOR_FILE)
+    if not isinstance(meta, dict):
+        raise ExtractorFormatError(f"{Path(directory) / EXTRACTOR_FILE}: expected a JSON object")
+    try:
+        spec = get_strategy(meta.get("strategy"))
+    except ValueError as error:
+        raise ExtractorFormatError(f"{Path(directory) / EXTRACTOR_FILE}: {error}") from None
+    return _extractor_class(spec).from_pretrained(directory, backbone=backbone)

@@ -1,0 +1,489 @@
+"""MRC extraction (Peng et al. 2024): concepts and relations as span questions to one shared span head.
+
+Strategies served: ``hard-prompt`` (backbone + :class:`~clinical_prompt.heads.span.SpanHead`, the rows read
+``[CLS] query [SEP] context [SEP]``), ``soft-prompt`` and ``soft-prompt-frozen`` (a
+:class:`~clinical_prompt.prompts.PromptedEncoder` with one prompt block per concept type and per relation type, in the
+corpus layer's ``prompt_id`` order; deep prompts of 16 virtual tokens by default, seeded from each type's hard query;
+frozen: only the prompts and the head train).
+
+Questions: one per window x concept type; one per head entity x relation type whose ``heads`` hold the head's type,
+the head mention in the query (hard) or marked in the context (soft: ``head_marking="markers"`` wraps it in ``[``
+``]``, ``"segment"`` gives its tokens token type 1). Spans start and end only on word boundaries: a token starts
+(ends) a word unless the characters on both sides of its start (end) are letters or digits, so ``10mg`` is one word.
+
+End-to-end :meth:`MrcExtractor.extract`: concept questions over the bare text give the entities; each predicted
+entity then asks the relation questions of its type, and each decoded tail becomes a relation to the predicted
+entity of a tail type with the same span, in the order of ``RelationType.tails``. A tail that matches no predicted
+entity is added as a new entity of the relation type's first tail type: the relation question was asked about this
+very head, so its answer is kept rather than lost (for relation types with several tail types that first type may
+be wrong). Entities and relations are de-duplicated.
+
+Saved layout: ``extractor.json`` (kind, strategy, settings, public backbone id), ``schema.json``, ``labels.json``
+(the query types in prompt order); soft prompts: ``adapter_config.json`` + ``adapter_model.safetensors`` (prompt
+tables and ``heads.*``, the :meth:`PromptedEncoder.save_pretrained` layout); hard prompt: ``heads.safetensors``;
+strategies that train the backbone: ``backbone/`` (``save_pretrained`` safetensors and the tokenizer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+from torch import Tensor, nn
+
+from clinical_prompt.atomic import write_bytes, write_json
+from clinical_prompt.backbone import load_tokenizer, resolve_backbone
+from clinical_prompt.brat import Document
+from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
+from clinical_prompt.corpus.examples import HeadMarking
+from clinical_prompt.extractors.base import (
+    BACKBONE_DIR,
+    EXTRACTOR_FILE,
+    LABELS_FILE,
+    SCHEMA_FILE,
+    DocumentPredictions,
+    EntityKey,
+    Extractor,
+    ExtractorFormatError,
+    length_batches,
+    public_model_id,
+    read_json,
+    save_backbone,
+)
+from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
+from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
+from clinical_prompt.schema import TaskSchema
+from clinical_prompt.strategies import Strategy, get_strategy
+from clinical_prompt.training import default_param_groups
+
+KIND = "mrc"
+HEADS_FILE = "heads.safetensors"
+HEADS_PREFIX = "heads."
+DEFAULT_VIRTUAL_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class MrcSettings:
+    """Row building and decoding settings of an MRC extractor (saved in ``extractor.json``).
+
+    ``max_length``: tokens per row, prompt and query included. ``head_marking``: how soft-prompt relation rows show
+    the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
+    ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
+    and match probabilities; ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
+    """
+
+    max_length: int = 256
+    head_marking: HeadMarking = "markers"
+    neighbours: int = 1
+    decoding: Literal["flat", "nested"] = "flat"
+    threshold: float = 0.5
+    max_span_len: int | None = 32
+    head_dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.head_marking not in ("markers", "segment"):
+            raise ValueError(f"head_marking must be 'markers' or 'segment', got {self.head_marking!r}")
+        if self.neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
+        if self.decoding not in ("flat", "nested"):
+            raise ValueError(f"decoding must be 'flat' or 'nested', got {self.decoding!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.max_span_len is not None and self.max_span_len < 1:
+            raise ValueError(f"max_span_len must be >= 1 or None, got {self.max_span_len}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+
+
+def query_types(schema: TaskSchema) -> list[str]:
+    """The MRC question types in ``prompt_id`` order: concept types, then relation types."""
+    return [*schema.concept_names, *schema.relation_names]
+
+
+def mrc_prompt_config(schema: TaskSchema, config: ClinicalPromptConfig | None = None) -> ClinicalPromptConfig:
+    """``config`` with one prompt block per query type of ``schema``; by default deep prompts of 16 virtual tokens,
+    each block seeded from its hard query (relation queries with the head type's name as the head mention)."""
+    blocks = query_types(schema)
+    if config is not None:
+        return dataclasses.replace(config, prompt_blocks=blocks)
+    texts = {c.name: c.query for c in schema.concepts} | {r.name: r.format_query(r.head) for r in schema.relations}
+    return ClinicalPromptConfig(
+        num_virtual_tokens=DEFAULT_VIRTUAL_TOKENS, depth="deep", prompt_blocks=blocks, prompt_init="query",
+        prompt_init_texts=texts,
+    )
+
+
+class HardPromptEncoder(nn.Module):
+    """A backbone and its span head behind the interface of :class:`PromptedEncoder` (``backbone``, ``heads``)."""
+
+    def __init__(self, backbone: nn.Module, heads: SpanHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None,
+        block_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Last hidden states ``[B, T, H]``; hard prompts have no prompt blocks, so ``block_ids`` must be None."""
+        if block_ids is not None:
+            raise ValueError("a hard-prompt encoder has no prompt blocks; block_ids must be None")
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.backbone(**inputs).last_hidden_state
+
+
+def load_backbone(name_or_path: str | os.PathLike) -> nn.Module:
+    """An encoder from the hub, a folder or ``"minilm"``, without its pooler (no MRC use, and unused parameters
+    stall distributed training)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(resolve_backbone(name_or_path))
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
+def _inside_word(text: str, position: int) -> bool:
+    """Whether ``position`` (a cut before ``text[position]``) falls between two letters or digits."""
+    return 0 < position < len(text) and text[position - 1].isalnum() and text[position].isalnum()
+
+
+def _word_masks(text: str, offsets: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Per token: whether it starts a word and whether it ends one (0 for tokens outside the context)."""
+    starts = [int(end > start and not _inside_word(text, start)) for start, end in offsets]
+    ends = [int(end > start and not _inside_word(text, end)) for start, end in offsets]
+    return starts, ends
+
+
+def _pad(rows: Sequence[dict], key: str, value: int, width: int) -> Tensor:
+    return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows], dtype=torch.long)
+
+
+class MrcExtractor(Extractor):
+    """Concept and relation extraction by MRC questions; build one with :meth:`create` or :meth:`from_pretrained`.
+
+    ``encoder`` is a :class:`PromptedEncoder` (soft prompts) or a :class:`HardPromptEncoder`; its ``heads`` is the
+    span head shared by concept and relation questions.
+    """
+
+    def __init__(
+        self,
+        schema: TaskSchema,
+        tokenizer: Any,
+        encoder: PromptedEncoder | HardPromptEncoder,
+        *,
+        strategy: str,
+        settings: MrcSettings | None = None,
+        backbone_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = get_strategy(strategy)
+        if spec.input_format == "bio":
+            raise ValueError(f"strategy {spec.name!r} is served by the tagging extractor, not MRC")
+        if spec.uses_soft_prompts != isinstance(encoder, PromptedEncoder):
+            needed = "PromptedEncoder" if spec.uses_soft_prompts else "HardPromptEncoder"
+            raise ValueError(f"strategy {spec.name!r} needs a {needed}")
+        if not isinstance(encoder.heads, SpanHead):
+            raise ValueError("the encoder's heads must be the SpanHead")
+        if spec.uses_soft_prompts and encoder.config.prompt_blocks != query_types(schema):
+            raise ValueError(f"prompt blocks {encoder.config.prompt_blocks} are not the schema's {query_types(schema)}")
+        self.schema = schema
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.strategy = spec.name
+        self.settings = settings or MrcSettings()
+        self.backbone_id = backbone_id
+        if spec.freeze_backbone:
+            encoder.backbone.requires_grad_(False)
+
+    @classmethod
+    def create(
+        cls,
+        schema: TaskSchema,
+        backbone: str | os.PathLike = "minilm",
+        *,
+        strategy: str = "soft-prompt",
+        prompt_config: ClinicalPromptConfig | None = None,
+        **settings: Any,
+    ) -> MrcExtractor:
+        """A new extractor on a pretrained ``backbone`` (hub id, folder or ``"minilm"``); ``settings`` are
+        :class:`MrcSettings` fields. ``prompt_config`` (soft prompts only) gets the schema's prompt blocks."""
+        spec = get_strategy(strategy)
+        mrc_settings = MrcSettings(**settings)
+        model = load_backbone(backbone)
+        tokenizer = load_tokenizer(backbone)
+        head = SpanHead(model.config.hidden_size, mrc_settings.head_dropout, max_span_len=mrc_settings.max_span_len)
+        if spec.uses_soft_prompts:
+            encoder = PromptedEncoder(model, mrc_prompt_config(schema, prompt_config), head, tokenizer=tokenizer)
+        elif prompt_config is not None:
+            raise ValueError(f"strategy {spec.name!r} uses no soft prompt; leave prompt_config unset")
+        else:
+            encoder = HardPromptEncoder(model, head)
+        return cls(schema, tokenizer, encoder, strategy=spec.name, settings=mrc_settings,
+                   backbone_id=public_model_id(backbone))
+
+    @property
+    def spec(self) -> Strategy:
+        return get_strategy(self.strategy)
+
+    @property
+    def span_head(self) -> SpanHead:
+        return self.encoder.heads
+
+    # --- rows and batches -------------------------------------------------------------------------------------
+
+    def _build_options(self) -> dict[str, Any]:
+        soft = self.spec.uses_soft_prompts
+        return {
+            "max_length": self.settings.max_length,
+            "prompt": "soft" if soft else "hard",
+            "num_virtual_tokens": self.encoder.config.num_virtual_tokens if soft else 0,
+        }
+
+    def _concept_rows(self, documents: Sequence[Document]) -> list[dict]:
+        rows = build_concept_examples(documents, self.tokenizer, self.schema, **self._build_options())
+        return _with_word_masks(rows, documents)
+
+    def _relation_rows(self, documents: Sequence[Document]) -> list[dict]:
+        if not self.schema.relations:
+            return []
+        rows = build_relation_examples(
+            documents, self.tokenizer, self.schema, head_marking=self.settings.head_marking,
+            neighbours=self.settings.neighbours, **self._build_options(),
+        )
+        return _with_word_masks(rows, documents)
+
+    def training_rows(self, documents: Sequence[Document]) -> list[dict]:
+        """Concept rows (every window x concept type) and relation rows (every gold head x fitting relation type)."""
+        return self._concept_rows(documents) + self._relation_rows(documents)
+
+    def _inputs(self, rows: Sequence[dict]) -> dict[str, Tensor]:
+        width = max(len(row["input_ids"]) for row in rows)
+        batch = {
+            "input_ids": _pad(rows, "input_ids", self.tokenizer.pad_token_id, width),
+            "attention_mask": _pad(rows, "attention_mask", 0, width),
+            "word_start_mask": _pad(rows, "word_start_mask", 0, width),
+            "word_end_mask": _pad(rows, "word_end_mask", 0, width),
+        }
+        batch["context_mask"] = torch.tensor(
+            [[int(end > start) for start, end in row["offset_mapping"]] + [0] * (width - len(row["input_ids"]))
+             for row in rows], dtype=torch.long,
+        )
+        if "token_type_ids" in rows[0]:
+            batch["token_type_ids"] = _pad(rows, "token_type_ids", 0, width)
+        if self.spec.uses_soft_prompts:
+            batch["block_ids"] = torch.tensor([row["prompt_id"] for row in rows], dtype=torch.long)
+        return batch
+
+    def collate(self, rows: Sequence[dict]) -> dict[str, Tensor]:
+        """Padded inputs, word and context masks, prompt block ids (soft) and the start/end/span labels."""
+        batch = self._inputs(rows)
+        width = batch["input_ids"].shape[1]
+        batch["start_labels"] = (_pad(rows, "start_labels", 0, width) == 1).long()
+        batch["end_labels"] = (_pad(rows, "end_labels", 0, width) == 1).long()
+        batch["span_labels"] = pad_span_labels([[tuple(span) for span in row["span_labels"]] for row in rows])
+        return batch
+
+    # --- model ------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        context_mask: Tensor,
+        word_start_mask: Tensor,
+        word_end_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        block_ids: Tensor | None = None,
+        start_labels: Tensor | None = None,
+        end_labels: Tensor | None = None,
+        span_labels: Tensor | None = None,
+    ) -> SpanHeadOutput:
+        """Span head scores of every token (and the loss when labels are given)."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids=token_type_ids, block_ids=block_ids)
+        return self.span_head(
+            hidden, context_mask, word_start_mask, word_end_mask, start_labels, end_labels, span_labels
+        )
+
+    def param_groups(self, backbone_lr: float, head_lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
+        """AdamW groups: backbone (when trained), span head and prompts (soft), each split into decay / no decay."""
+        parts = [(self.encoder.backbone, backbone_lr), (self.span_head, head_lr)]
+        if self.spec.uses_soft_prompts:
+            parts.append((self.encoder.prompts, prompt_lr))
+        return [
+            group
+            for module, rate in parts
+            for group in default_param_groups(module, learning_rate=rate, weight_decay=weight_decay)
+            if group["params"]
+        ]
+
+    # --- inference --------------------------------------------------------------------------------------------
+
+    def _decode(self, rows: Sequence[dict], batch_size: int) -> list[list[tuple[int, int]]]:
+        """Decoded document char spans of each row."""
+        spans: list[list[tuple[int, int]]] = [[] for _ in rows]
+        s = self.settings
+        for indices in length_batches(rows, batch_size):
+            batch = [rows[i] for i in indices]
+            inputs = {name: tensor.to(self.device) for name, tensor in self._inputs(batch).items()}
+            output = self(**inputs)
+            decoded = decode_spans(
+                output, inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"],
+                mode=s.decoding, threshold=s.threshold, max_span_len=s.max_span_len,
+            )
+            for i, row, row_spans in zip(indices, batch, decoded):
+                spans[i] = [token_span_to_char_span(row["offset_mapping"], first, last) for first, last, _ in row_spans]
+        return spans
+
+    def _add_relations(self, predictions: list[DocumentPredictions], batch_size: int) -> None:
+        """Ask the relation questions of every entity in ``predictions`` and add the answers."""
+        if not self.schema.relations:
+            return
+        heads = [p.document() for p in predictions]
+        rows = self._relation_rows(heads)
+        index = {doc.doc_id: i for i, doc in enumerate(heads)}
+        relation_types = {r.name: r for r in self.schema.relations}
+        for row, spans in zip(rows, self._decode(rows, batch_size)):
+            i = index[row["doc_id"]]
+            head_entity = heads[i].entities[row["head_id"]]
+            head: EntityKey = (head_entity.type, head_entity.start, head_entity.end)
+            rtype = relation_types[row["type"]]
+            for start, end in spans:
+                if (start, end) == head[1:]:
+                    continue
+                tail = next((k for k in ((t, start, end) for t in rtype.tails) if predictions[i].has_entity(k)), None)
+                tail = tail or predictions[i].add_entity(rtype.tails[0], start, end)
+                if tail is not None:
+                    predictions[i].add_relation(rtype, head, tail)
+
+    def _predictions_for(self, documents: Sequence[Document]) -> list[DocumentPredictions]:
+        seen: set[str] = set()
+        for doc in documents:
+            if doc.doc_id in seen:
+                raise ValueError(f"document id {doc.doc_id!r} occurs more than once")
+            seen.add(doc.doc_id)
+        return [DocumentPredictions(doc) for doc in documents]
+
+    @torch.no_grad()
+    def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
+        """End to end: concepts from the text alone (annotations are ignored), then the relations of the predicted
+        entities; ``batch_size`` rows per forward pass."""
+        predictions = self._predictions_for(documents)
+        training = self.training
+        self.eval()
+        try:
+            bare = [Document(doc.doc_id, doc.text) for doc in documents]
+            rows = self._concept_rows(bare)
+            index = {doc.doc_id: i for i, doc in enumerate(bare)}
+            for row, spans in zip(rows, self._decode(rows, batch_size)):
+                for start, end in spans:
+                    predictions[index[row["doc_id"]]].add_entity(row["type"], start, end)
+            self._add_relations(predictions, batch_size)
+        finally:
+            self.train(training)
+        return [p.document() for p in predictions]
+
+    @torch.no_grad()
+    def extract_relations(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
+        """Relations among the given entities of ``documents`` (e.g. gold concepts): Documents holding those
+        entities (renumbered, discontinuous ones collapsed to outer bounds) and the predicted relations."""
+        predictions = self._predictions_for(documents)
+        for doc, p in zip(documents, predictions):
+            for entity in doc.entities.values():
+                p.add_entity(entity.type, entity.start, entity.end)
+        training = self.training
+        self.eval()
+        try:
+            self._add_relations(predictions, batch_size)
+        finally:
+            self.train(training)
+        return [p.document() for p in predictions]
+
+    # --- saving and loading -----------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike, *, base_model_id: str | None = None) -> None:
+        """Write the extractor (layout in the module docstring); ``extractor.json`` is written last.
+
+        ``base_model_id`` (a hub id) is recorded as the backbone to load a frozen extractor onto; by default the
+        backbone name it was created from, unless that was a local path.
+        """
+        if base_model_id is not None and public_model_id(base_model_id) is None:
+            raise ValueError(f"base_model_id={base_model_id!r} is not a hub id; local paths are not recorded")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        backbone_id = base_model_id or self.backbone_id
+        files = {SCHEMA_FILE: self.schema.to_dict(), LABELS_FILE: {"query_types": query_types(self.schema)}}
+        if not self.spec.freeze_backbone:
+            save_backbone(self.encoder.backbone, self.tokenizer, directory / BACKBONE_DIR)
+        if isinstance(self.encoder, PromptedEncoder):
+            self.encoder.save_pretrained(directory, base_model_id=backbone_id, extra_files=files)
+        else:
+            tensors = {HEADS_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.span_head.state_dict().items()}
+            write_bytes(directory / HEADS_FILE, save(tensors, metadata={"format": "pt"}))
+            for name, content in files.items():
+                write_json(directory / name, content)
+        meta = {"kind": KIND, "strategy": self.strategy, "settings": dataclasses.asdict(self.settings),
+                "backbone": backbone_id}
+        write_json(directory / EXTRACTOR_FILE, meta)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, backbone: str | None = None) -> MrcExtractor:
+        """Load an extractor written by :meth:`save_pretrained`.
+
+        Strategies that train the backbone load it (and the tokenizer) from ``backbone/``; a frozen one loads
+        ``backbone`` (hub id, folder or ``"minilm"``), by default the one recorded at saving.
+        """
+        directory = Path(directory)
+        meta = read_json(directory / EXTRACTOR_FILE)
+        if not isinstance(meta, dict) or meta.get("kind") != KIND:
+            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+        schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
+        try:
+            spec = get_strategy(meta["strategy"])
+            settings = MrcSettings(**meta["settings"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
+        labels = read_json(directory / LABELS_FILE)
+        if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
+            raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
+        source = backbone or meta.get("backbone")
+        if not spec.freeze_backbone:
+            source = directory / BACKBONE_DIR
+        elif source is None:
+            raise ExtractorFormatError(f"{directory}: no backbone recorded; pass backbone= (hub id or folder)")
+        model = load_backbone(source)
+        tokenizer = load_tokenizer(source)
+        head = SpanHead(model.config.hidden_size, settings.head_dropout, max_span_len=settings.max_span_len)
+        if spec.uses_soft_prompts:
+            encoder = PromptedEncoder.from_pretrained(model, directory, heads=head)
+        else:
+            encoder = HardPromptEncoder(model, head)
+            head.load_state_dict(_read_heads(directory / HEADS_FILE))
+        return cls(schema, tokenizer, encoder, strategy=spec.name, settings=settings,
+                   backbone_id=meta.get("backbone"))
+
+
+def _read_heads(path: Path) -> dict[str, Tensor]:
+    try:
+        tensors = load(path.read_bytes())
+    except FileNotFoundError:
+        raise ExtractorFormatError(f"{path}: missing") from None
+    except SafetensorError as error:
+        raise ExtractorFormatError(f"{path}: not a complete safetensors file ({error})") from None
+    return {name[len(HEADS_PREFIX):]: value for name, value in tensors.items() if name.startswith(HEADS_PREFIX)}
+
+
+def _with_word_masks(rows: list[dict], documents: Sequence[Document]) -> list[dict]:
+    """``rows`` with ``word_start_mask`` / ``word_end_mask`` from their offsets and their document's text."""
+    texts = {doc.doc_id: doc.text for doc in documents}
+    for row in rows:
+        row["word_start_mask"], row["word_end_mask"] = _word_masks(texts[row["doc_id"]], row["offset_mapping"])
+    return rows

@@ -1,0 +1,68 @@
+"""Train an extractor on mapped Documents and score it on a dev set each epoch (n2c2 strict / lenient micro-F1)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from clinical_prompt.brat import Document
+from clinical_prompt.evaluation import evaluate_documents
+from clinical_prompt.extractors.base import Extractor
+from clinical_prompt.strategies import get_strategy
+from clinical_prompt.training import TrainingConfig, TrainingResult, train
+
+RATE_NAMES = ("backbone", "head", "prompt")
+
+
+def dev_scores(extractor: Extractor, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
+    """End-to-end micro-F1 of ``extractor`` on gold ``documents``: ``strict_f1`` and ``lenient_f1`` (concepts),
+    ``relation_strict_f1`` and ``relation_lenient_f1``."""
+    predictions = extractor.extract(documents, batch_size=batch_size)
+    result = evaluate_documents({d.doc_id: d for d in documents}, {d.doc_id: d for d in predictions})
+    return {
+        "strict_f1": result["concepts"]["strict"]["micro"]["f1"],
+        "lenient_f1": result["concepts"]["lenient"]["micro"]["f1"],
+        "relation_strict_f1": result["relations"]["strict"]["micro"]["f1"],
+        "relation_lenient_f1": result["relations"]["lenient"]["micro"]["f1"],
+    }
+
+
+def fit(
+    extractor: Extractor,
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document] | None,
+    training_config: TrainingConfig,
+    *,
+    learning_rates: Mapping[str, float] | None = None,
+    eval_batch_size: int = 32,
+) -> TrainingResult:
+    """Train ``extractor`` on mapped ``train_docs`` with :func:`clinical_prompt.training.train`.
+
+    Rates are the strategy's defaults (``backbone``, ``head``, ``prompt``), each replaceable in ``learning_rates``;
+    ``training_config.weight_decay`` applies to every group. With ``dev_docs``, each evaluation runs
+    :func:`dev_scores` (``training_config.metric_for_best`` picks one of its keys).
+    """
+    rates = get_strategy(extractor.strategy).learning_rates()
+    for name, rate in (learning_rates or {}).items():
+        if name not in RATE_NAMES:
+            raise ValueError(f"unknown learning rate {name!r}; use {', '.join(RATE_NAMES)}")
+        if rates[name] is None:
+            raise ValueError(f"strategy {extractor.strategy!r} does not train the {name}")
+        rates[name] = rate
+    groups = extractor.param_groups(
+        backbone_lr=rates["backbone"] or 0.0,
+        head_lr=rates["head"],
+        prompt_lr=rates["prompt"] or 0.0,
+        weight_decay=training_config.weight_decay,
+    )
+    rows = extractor.training_rows(train_docs)  # a list of row dicts is a map-style dataset
+
+    def evaluate_fn(model: Extractor) -> dict[str, float]:
+        return dev_scores(model, dev_docs, batch_size=eval_batch_size)
+
+    return train(
+        extractor,
+        rows,
+        config=training_config,
+        collate_fn=extractor.collate,
+        param_groups=groups,
+        evaluate_fn=evaluate_fn if dev_docs else None,
+    )

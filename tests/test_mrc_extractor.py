@@ -1,0 +1,365 @@
+"""MRC extractors (hard prompt, soft prompt, frozen soft prompt) on a synthetic medication corpus with a tiny BERT.
+
+Each strategy trains once (module cache) through ``fit``; the tests then check what it learnt, what it saved and what
+it predicts.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document
+from clinical_prompt.extractors import (
+    DocumentPredictions,
+    ExtractorFormatError,
+    MrcExtractor,
+    build_extractor,
+    load_extractor,
+)
+from clinical_prompt.extractors.mrc import _word_masks
+from clinical_prompt.fit import fit
+from clinical_prompt.schema import TaskSchema
+from clinical_prompt.training import TrainingConfig, TrainingResult
+
+MRC_STRATEGIES = ("hard-prompt", "soft-prompt", "soft-prompt-frozen")
+DRUGS = ("aspirin", "heparin", "insulin", "warfarin", "ibuprofen", "metformin")
+DOSES = (5, 10, 20, 25, 50, 100, 250, 500)
+FILLERS = ("The patient felt well.", "She was seen in clinic today.", "No fever was noted.", "He walked home.")
+QUERIES = {
+    "Drug": "Which drugs are given?", "Dosage": "What is the dosage?", "Dosage-Drug": "What is the dosage of {head}?",
+}
+WORDS = {w.strip(".?").lower() for s in (*FILLERS, *QUERIES.values()) for w in s.split()}
+VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", ".", "?", "{", "}",
+    *(str(d) for d in range(10)), *(f"##{d}" for d in range(10)),
+    *sorted(WORDS | set(DRUGS) | {"then", "take", "daily", "given", "stopped", "mg"}),
+]
+SCHEMA = TaskSchema.from_dict({
+    "name": "synthetic-medication",
+    "concepts": [{"name": "Drug", "query": QUERIES["Drug"]}, {"name": "Dosage", "query": QUERIES["Dosage"]}],
+    "relations": [{"name": "Dosage-Drug", "head": "Drug", "tails": ["Dosage"], "query": QUERIES["Dosage-Drug"],
+                   "head_arg": "Arg2"}],
+})
+RATES = {  # a tiny random backbone needs far larger rates than a pretrained one
+    "hard-prompt": {"backbone": 3e-3, "head": 1e-2},
+    "soft-prompt": {"backbone": 3e-3, "head": 1e-2, "prompt": 1e-2},
+    "soft-prompt-frozen": {"head": 1e-2, "prompt": 3e-2},
+}
+EPOCHS = {"hard-prompt": 12, "soft-prompt": 12, "soft-prompt-frozen": 8}
+
+
+def synthetic_document(doc_id: str, rng: random.Random) -> Document:
+    """Medication sentences ("Take aspirin 10 mg daily.") and stopped drugs, two filler sentences apart.
+
+    Relations ``Dosage-Drug`` have Arg1 = the dosage and Arg2 = the drug, as MACCROBAT's MODIFY.
+    """
+    units = ["med", "stop"] + ["med"] * rng.randint(0, 1)
+    rng.shuffle(units)
+    text, entities, links = "", [], []
+
+    def add(type_name: str, piece: str) -> None:
+        nonlocal text
+        entities.append((type_name, len(text), len(text) + len(piece)))
+        text += piece
+
+    for n, unit in enumerate(units):
+        text += "".join(rng.choice(FILLERS) + " " for _ in range(2 if n else rng.randint(0, 1)))
+        drug = rng.choice(DRUGS)
+        if unit == "stop":
+            text += "Then "
+            add("Drug", drug)
+            text += " was stopped. "
+            continue
+        text += rng.choice(["Take ", "The patient was given "])
+        add("Drug", drug)
+        text += " "
+        add("Dosage", f"{rng.choice(DOSES)} mg")
+        text += rng.choice([" daily. ", ". "])
+        links.append((len(entities), len(entities) - 1))
+    return Document(
+        doc_id,
+        text.rstrip(),
+        entities={f"T{i}": Entity(f"T{i}", t, ((s, e),), text[s:e]) for i, (t, s, e) in enumerate(entities, 1)},
+        relations={f"R{i}": Relation(f"R{i}", "Dosage-Drug", f"T{a}", f"T{b}") for i, (a, b) in enumerate(links, 1)},
+    )
+
+
+def synthetic_corpus(size: int, seed: int) -> list[Document]:
+    rng = random.Random(seed)
+    return [synthetic_document(f"doc-{seed}-{i}", rng) for i in range(size)]
+
+
+def bare(doc: Document) -> Document:
+    return Document(doc.doc_id, doc.text)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and those spin badly on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (hidden 128) with a WordPiece tokenizer over the synthetic vocabulary, as a folder."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=128)
+    BertModel(config).save_pretrained(directory)
+    BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def dev_docs() -> list[Document]:
+    return synthetic_corpus(10, seed=1)
+
+
+@dataclass
+class Trained:
+    extractor: MrcExtractor
+    result: TrainingResult
+    initial: dict[str, torch.Tensor]  # state before training
+    backbone: Path  # the folder it was built on
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, dev_docs, tmp_path_factory) -> Callable[[str], Trained]:
+    """``trained(strategy)``: an extractor of that strategy fitted on 40 synthetic documents (once per module).
+
+    A frozen backbone must already know its inputs, as a pretrained one does: the frozen strategy is built on the
+    backbone that the hard-prompt run trained, the others on the random tiny backbone.
+    """
+    cache: dict[str, Trained] = {}
+
+    def get(strategy: str) -> Trained:
+        if strategy not in cache:
+            backbone = tiny_backbone
+            if strategy == "soft-prompt-frozen":
+                backbone = tmp_path_factory.mktemp("trained-bert")
+                hard = get("hard-prompt").extractor
+                hard.encoder.backbone.save_pretrained(backbone)
+                hard.tokenizer.save_pretrained(backbone)
+            torch.manual_seed(0)
+            extractor = build_extractor(strategy, SCHEMA, str(backbone), max_length=64)
+            initial = {k: v.clone() for k, v in extractor.state_dict().items()}
+            config = TrainingConfig(
+                output_dir=tmp_path_factory.mktemp(f"run-{strategy}"), num_epochs=EPOCHS[strategy],
+                per_device_batch_size=8, mixed_precision="no", seed=0, eval_every_epoch=False,
+                save_every_epoch=False, load_best_at_end=False,
+            )
+            result = fit(extractor, synthetic_corpus(40, seed=0), dev_docs, config, learning_rates=RATES[strategy])
+            cache[strategy] = Trained(extractor, result, initial, backbone)
+        return cache[strategy]
+
+    return get
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", MRC_STRATEGIES)
+def test_training_lowers_the_loss_and_extracts_concepts_and_relations(trained, strategy: str) -> None:
+    history = trained(strategy).result.history
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    metrics = history[-1]["metrics"]
+    assert metrics["strict_f1"] >= 0.9, metrics
+    assert metrics["relation_strict_f1"] >= 0.85, metrics
+
+
+def test_frozen_strategy_changes_only_prompts_and_head(trained) -> None:
+    run = trained("soft-prompt-frozen")
+    after = run.extractor.state_dict()
+    changed = {name for name, value in after.items() if not torch.equal(value, run.initial[name])}
+    assert changed and all(name.startswith(("encoder.prompts.", "encoder.heads.")) for name in changed), changed
+    assert any(name.startswith("encoder.prompts.") for name in changed)
+    backbone = {id(p) for p in run.extractor.encoder.backbone.parameters()}
+    groups = run.extractor.param_groups(1e-3, 1e-3, 1e-2, 0.0)
+    assert not any(id(p) in backbone for group in groups for p in group["params"])
+
+
+def test_unfrozen_soft_prompt_trains_the_backbone_too(trained) -> None:
+    run = trained("soft-prompt")
+    after = run.extractor.state_dict()
+    assert any(not torch.equal(after[k], run.initial[k]) for k in after if k.startswith("encoder.backbone."))
+
+
+def test_fit_refuses_unknown_or_untrained_rates(tiny_backbone, tmp_path) -> None:
+    extractor = build_extractor("soft-prompt-frozen", SCHEMA, str(tiny_backbone), max_length=64)
+    config = TrainingConfig(output_dir=tmp_path, num_epochs=1, mixed_precision="no")
+    with pytest.raises(ValueError, match="unknown learning rate 'heads'"):
+        fit(extractor, [], None, config, learning_rates={"heads": 1e-3})
+    with pytest.raises(ValueError, match="does not train the backbone"):
+        fit(extractor, [], None, config, learning_rates={"backbone": 1e-5})
+
+
+# --- extraction ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", MRC_STRATEGIES)
+def test_extraction_reads_the_text_only(trained, dev_docs, strategy: str) -> None:
+    extractor = trained(strategy).extractor
+    with_gold = extractor.extract(dev_docs, batch_size=4)
+    without = extractor.extract([bare(d) for d in dev_docs], batch_size=16)
+    assert [format_ann(d) for d in with_gold] == [format_ann(d) for d in without]
+    assert [(d.doc_id, d.text) for d in with_gold] == [(d.doc_id, d.text) for d in dev_docs]
+
+
+def test_predictions_are_valid_brat_in_schema_argument_order(trained, dev_docs, tmp_path) -> None:
+    predictions = trained("hard-prompt").extractor.extract(dev_docs)
+    relations = [r for doc in predictions for r in doc.relations.values()]
+    assert relations
+    for doc in predictions:
+        for relation in doc.relations.values():
+            assert (doc.entities[relation.arg1].type, doc.entities[relation.arg2].type) == ("Dosage", "Drug")
+        txt, ann = tmp_path / f"{doc.doc_id}.txt", tmp_path / f"{doc.doc_id}.ann"
+        txt.write_text(doc.text, encoding="utf-8")
+        ann.write_text(format_ann(doc), encoding="utf-8")
+        reread = read_document(txt, ann)
+        assert reread.entities == doc.entities and reread.relations == doc.relations
+
+
+def test_relation_tails_missing_from_the_entities_become_entities(trained, dev_docs) -> None:
+    """Given only the drugs, relation questions still find the dosages and add them as Dosage entities."""
+    drugs_only = [
+        Document(d.doc_id, d.text, entities={k: e for k, e in d.entities.items() if e.type == "Drug"})
+        for d in dev_docs
+    ]
+    predictions = trained("hard-prompt").extractor.extract_relations(drugs_only)
+    gold = {(d.doc_id, e.start, e.end) for d in dev_docs for e in d.entities.values() if e.type == "Dosage"}
+    found = {(d.doc_id, e.start, e.end) for d in predictions for e in d.entities.values() if e.type == "Dosage"}
+    assert len(gold & found) >= 0.85 * len(gold)
+    assert sum(len(d.relations) for d in predictions) == len(found)
+
+
+# --- saving and loading -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", MRC_STRATEGIES)
+def test_save_and_load_give_identical_predictions(trained, dev_docs, tmp_path, strategy) -> None:
+    run = trained(strategy)
+    extractor = run.extractor
+    extractor.save_pretrained(tmp_path)
+    files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"extractor.json", "schema.json", "labels.json"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".tmp"))]
+    weights = {"hard-prompt": "heads.safetensors"}.get(strategy, "adapter_model.safetensors")
+    assert weights in files
+    assert ("backbone/model.safetensors" in files) == (strategy != "soft-prompt-frozen")
+    for name in files:
+        if name.endswith(".json"):
+            assert str(run.backbone) not in (tmp_path / name).read_text(), name
+    meta = json.loads((tmp_path / "extractor.json").read_text())
+    assert (meta["kind"], meta["strategy"], meta["backbone"]) == ("mrc", strategy, None)
+
+    backbone = str(run.backbone) if strategy == "soft-prompt-frozen" else None
+    loaded = load_extractor(tmp_path, backbone=backbone)
+    assert isinstance(loaded, MrcExtractor) and loaded.strategy == strategy
+    assert loaded.schema == SCHEMA and loaded.settings == extractor.settings
+    assert [format_ann(d) for d in loaded.extract(dev_docs)] == [format_ann(d) for d in extractor.extract(dev_docs)]
+
+
+def test_frozen_extractor_from_a_local_backbone_asks_for_it(trained, tmp_path) -> None:
+    trained("soft-prompt-frozen").extractor.save_pretrained(tmp_path)
+    with pytest.raises(ExtractorFormatError, match="pass backbone="):
+        load_extractor(tmp_path)
+
+
+def test_load_refuses_a_foreign_directory(tmp_path) -> None:
+    with pytest.raises(ExtractorFormatError, match="extractor.json: missing"):
+        load_extractor(tmp_path)
+    (tmp_path / "extractor.json").write_text(json.dumps({"kind": "mrc", "strategy": "prompt-tuning"}))
+    with pytest.raises(ExtractorFormatError, match="unknown strategy"):
+        load_extractor(tmp_path)
+
+
+# --- rows ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("marking", ["markers", "segment"])
+def test_soft_rows_have_one_prompt_block_per_type_and_a_marked_head(tiny_backbone, marking: str) -> None:
+    extractor = build_extractor("soft-prompt", SCHEMA, str(tiny_backbone), max_length=64, head_marking=marking)
+    assert extractor.encoder.config.prompt_blocks == ["Drug", "Dosage", "Dosage-Drug"]
+    assert extractor.encoder.config.depth == "deep" and extractor.encoder.config.num_virtual_tokens == 16
+    doc = synthetic_corpus(1, seed=3)[0]
+    rows = extractor.training_rows([doc])
+    relation_rows = [r for r in rows if "head_id" in r]
+    assert {r["prompt_id"] for r in rows if "head_id" not in r} == {0, 1}
+    assert {r["prompt_id"] for r in relation_rows} == {2}
+    tokenizer = extractor.tokenizer
+    for row in relation_rows:
+        tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+        head = doc.entities[row["head_id"]]
+        marked = [t for t, (s, e) in zip(tokens, row["offset_mapping"]) if head.start <= s and e <= head.end and e > s]
+        if marking == "markers":
+            assert tokens.count("[") == tokens.count("]") == 1 and tokens[tokens.index("[") + 1] == marked[0]
+            assert set(row["token_type_ids"]) == {0}
+        else:
+            assert "[" not in tokens
+            flagged = [t for t, flag in zip(tokens, row["token_type_ids"]) if flag == 1]
+            assert flagged == marked
+    batch = extractor.collate(rows)
+    assert batch["block_ids"].tolist() == [r["prompt_id"] for r in rows]
+    output = extractor(**batch)
+    assert output.loss.ndim == 0 and output.start_logits.shape == batch["input_ids"].shape
+
+
+def test_hard_prompt_rows_ask_the_query_and_refuse_a_prompt_config(tiny_backbone) -> None:
+    extractor = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
+    doc = synthetic_corpus(1, seed=3)[0]
+    rows = extractor.training_rows([doc])
+    drug = next(e for e in doc.entities.values() if e.type == "Drug")
+    row = next(r for r in rows if r.get("head_id") == drug.id)
+    query = extractor.tokenizer.convert_ids_to_tokens(row["input_ids"])[: row["token_type_ids"].index(1)]
+    assert " ".join(query) == f"[CLS] what is the dosage of {drug.text} ? [SEP]"
+    assert "block_ids" not in extractor.collate(rows)
+    with pytest.raises(ValueError, match="uses no soft prompt"):
+        build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), prompt_config=object())
+    with pytest.raises(ValueError, match="unknown strategy 'soft'"):
+        build_extractor("soft", SCHEMA, str(tiny_backbone))
+
+
+def test_spans_start_and_end_only_on_word_boundaries() -> None:
+    text = "take 10mg q.d. (aspirin)"
+    offsets = [(0, 0), (0, 4), (5, 7), (7, 9), (10, 11), (11, 12), (12, 13), (13, 14), (15, 16), (16, 23), (23, 24)]
+    starts, ends = _word_masks(text, offsets)
+    assert starts == [0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]  # "10" starts a word, "mg" does not
+    assert ends == [0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]  # "10" does not end one
+
+
+# --- predicted documents ------------------------------------------------------------------------------------------
+
+
+def test_document_predictions_number_deduplicate_and_split_line_breaks(tmp_path) -> None:
+    text = "Take aspirin\n10 mg. Stop heparin."
+    predictions = DocumentPredictions(Document("note", text))
+    heparin = predictions.add_entity("Drug", 25, 32)
+    aspirin = predictions.add_entity("Drug", 5, 12)
+    dose = predictions.add_entity("Dosage", 5, 18)  # crosses the line break
+    assert predictions.add_entity("Drug", 5, 12) == aspirin
+    assert predictions.add_entity("Drug", 12, 13) is None  # only a line break
+    relation = SCHEMA.relation("Dosage-Drug")
+    predictions.add_relation(relation, aspirin, dose)
+    predictions.add_relation(relation, aspirin, dose)
+    with pytest.raises(KeyError):
+        predictions.add_relation(relation, heparin, ("Dosage", 0, 4))
+    doc = predictions.document()
+    assert [(e.id, e.type, e.spans) for e in doc.entities.values()] == [
+        ("T1", "Drug", ((5, 12),)), ("T2", "Dosage", ((5, 12), (13, 18))), ("T3", "Drug", ((25, 32),)),
+    ]
+    assert list(doc.relations.values()) == [Relation("R1", "Dosage-Drug", "T2", "T1")]
+    (tmp_path / "note.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "note.ann").write_text(format_ann(doc), encoding="utf-8")
+    reread = read_document(tmp_path / "note.txt", tmp_path / "note.ann")
+    assert reread.entities == doc.entities and reread.relations == doc.relations
