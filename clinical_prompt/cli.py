@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--schema", help="schema name or YAML file (default: maccrobat-med)")
     quickstart.add_argument("--backbone", help="hub id or model folder (default: the offline MiniLM)")
     quickstart.add_argument("--epochs", type=int)
-    quickstart.add_argument("--train-documents", type=int, help="documents to train on (default 40)")
+    quickstart.add_argument("--train-documents", type=int, help="documents to train on (default 30)")
     quickstart.add_argument("--test-documents", type=int, help="held-out documents, the last by name (default 20)")
     quickstart.set_defaults(run=_quickstart)
     return parser

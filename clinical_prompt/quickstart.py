@@ -25,11 +25,14 @@ class QuickstartConfig:
     schema: str = BUNDLED_SCHEMA
     backbone: str = "minilm"
     strategy: str = "soft-prompt-frozen"
-    train_documents: int = 40
+    train_documents: int = 30
     test_documents: int = 20
-    epochs: int = 3
+    epochs: int = 4
     max_length: int = 128
+    negative_ratio: float = 1.0
     batch_size: int = 16
+    head_lr: float = 1e-2
+    prompt_lr: float = 3e-2
     seed: int = 42
 
 
@@ -60,14 +63,18 @@ def run_quickstart(config: QuickstartConfig) -> int:
     import torch
 
     torch.manual_seed(config.seed)
-    extractor = build_extractor(config.strategy, schema, config.backbone, max_length=config.max_length)
+    extractor = build_extractor(
+        config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio
+    )
     training = TrainingConfig(
         output_dir=str(output / "training"),
         num_epochs=config.epochs,
         per_device_batch_size=config.batch_size,
         seed=config.seed,
+        load_best_at_end=False,  # a short run: keep the last epoch rather than an early tie at zero
     )
-    result = fit(extractor, train_docs, dev_docs, training)
+    result = fit(extractor, train_docs, dev_docs, training,
+                 learning_rates={"head": config.head_lr, "prompt": config.prompt_lr})
     extractor.save_pretrained(output / "adapter")
 
     predictions = extractor.extract(held_out)

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed, tqdm
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed, tqdm
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_linear_schedule_with_warmup
@@ -179,7 +179,11 @@ def train(
     Seed the model's construction yourself: this function seeds what happens from its start on.
     """
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=_resolve_mixed_precision(config.mixed_precision))
+        # A batch may hold one kind of row only (concept or relation), leaving a head without gradients.
+        accelerator = Accelerator(
+            mixed_precision=_resolve_mixed_precision(config.mixed_precision),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
     accelerator.gradient_accumulation_steps = config.gradient_accumulation_steps
     set_seed(config.seed)
     with _output_dir_lock(config.output_dir, accelerator):

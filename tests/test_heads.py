@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinical_prompt.corpus import bio_label_names
 from clinical_prompt.heads import (
     IGNORE_INDEX,
     NO_RELATION,
@@ -15,7 +16,6 @@ from clinical_prompt.heads import (
     SpanHead,
     SpanHeadOutput,
     TaggingHead,
-    bio_labels,
     candidate_pairs,
     decode_bio,
     decode_spans,
@@ -272,9 +272,9 @@ def test_span_head_learns_pattern_and_decodes_gold_spans():
 
 
 def test_bio_labels():
-    assert bio_labels(["Drug", "Route"]) == ["O", "B-Drug", "I-Drug", "B-Route", "I-Route"]
+    assert bio_label_names(["Drug", "Route"]) == ["O", "B-Drug", "I-Drug", "B-Route", "I-Route"]
     with pytest.raises(ValueError, match="unique"):
-        bio_labels(["Drug", "Drug"])
+        bio_label_names(["Drug", "Drug"])
 
 
 @pytest.mark.parametrize(
@@ -291,7 +291,7 @@ def test_bio_labels():
     ],
 )
 def test_decode_bio(tags, expected):
-    labels = bio_labels(["Drug", "Route"])
+    labels = bio_label_names(["Drug", "Route"])
     ids = [IGNORE_INDEX if tag is None else labels.index(tag) for tag in tags]
     assert decode_bio(ids, labels) == expected
     assert decode_bio(torch.tensor(ids), labels) == expected

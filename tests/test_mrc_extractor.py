@@ -23,7 +23,7 @@ from clinical_prompt.extractors import (
     build_extractor,
     load_extractor,
 )
-from clinical_prompt.extractors.mrc import _word_masks
+from clinical_prompt.extractors.mrc import _word_masks, sample_negatives
 from clinical_prompt.fit import fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
@@ -363,3 +363,26 @@ def test_document_predictions_number_deduplicate_and_split_line_breaks(tmp_path)
     (tmp_path / "note.ann").write_text(format_ann(doc), encoding="utf-8")
     reread = read_document(tmp_path / "note.txt", tmp_path / "note.ann")
     assert reread.entities == doc.entities and reread.relations == doc.relations
+
+
+def test_sample_negatives_keeps_every_positive_and_caps_the_rest() -> None:
+    rows = [{"id": i, "span_labels": [[1, 2]] if i % 5 == 0 else []} for i in range(50)]
+    kept = sample_negatives(rows, 1.5)
+    positives = [row for row in kept if row["span_labels"]]
+    assert [row["id"] for row in positives] == list(range(0, 50, 5))
+    assert len(kept) - len(positives) == 15
+    assert [row["id"] for row in kept] == sorted(row["id"] for row in kept)
+    assert sample_negatives(rows, 1.5) == kept
+    assert sample_negatives(rows, 100) == rows
+    assert [row["id"] for row in sample_negatives(rows, 0)] == list(range(0, 50, 5))
+
+
+def test_negative_ratio_thins_the_concept_rows(tiny_backbone) -> None:
+    docs = [*synthetic_corpus(6, seed=3), Document("quiet", "The patient slept well overnight.")]
+    full = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
+    thin = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64, negative_ratio=0.0)
+    full_rows, thin_rows = full.training_rows(docs), thin.training_rows(docs)
+    assert [row for row in thin_rows if row["span_labels"]] == [row for row in full_rows if row["span_labels"]]
+    empty_concept_rows = [row for row in full_rows if not row["span_labels"] and "head_id" not in row]
+    assert empty_concept_rows
+    assert len(thin_rows) == len(full_rows) - len(empty_concept_rows)

@@ -295,6 +295,8 @@ def build_relation_examples(
 
 def bio_label_names(concept_names: Sequence[str]) -> list[str]:
     """BIO label names: ``O`` then ``B-``/``I-`` for each concept, in order (label id = list index)."""
+    if len(set(concept_names)) != len(concept_names):
+        raise ValueError("concept names must be unique")
     return [OUTSIDE] + [f"{prefix}-{name}" for name in concept_names for prefix in ("B", "I")]
 
 

@@ -22,22 +22,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
 from clinical_prompt.schema import RelationType, TaskSchema
 
 __all__ = [
     "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
-    "ExtractorFormatError", "length_batches", "public_model_id", "read_json", "save_backbone", "write_bytes",
-    "write_json",
+    "ExtractorFormatError", "length_batches", "read_json", "save_backbone",
 ]
 
 EXTRACTOR_FILE = "extractor.json"
 SCHEMA_FILE = "schema.json"
 LABELS_FILE = "labels.json"
 BACKBONE_DIR = "backbone"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class ExtractorFormatError(ValueError):
@@ -107,16 +104,6 @@ def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-
-
-def public_model_id(name: str | os.PathLike | None) -> str | None:
-    """``name`` when it can be recorded in a saved file (a hub id or ``"minilm"``), ``None`` for a local path."""
-    if name is None:
-        return None
-    name = str(name)
-    if os.path.isabs(name) or name.startswith(("~", ".")) or Path(name).exists() or not _HUB_ID.fullmatch(name):
-        return None
-    return name
 
 
 def length_batches(rows: Sequence[dict], batch_size: int) -> Iterator[list[int]]:

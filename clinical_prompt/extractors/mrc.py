@@ -26,7 +26,9 @@ strategies that train the backbone: ``backbone/`` (``save_pretrained`` safetenso
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ from safetensors.torch import load, save
 from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
-from clinical_prompt.backbone import load_tokenizer, resolve_backbone
+from clinical_prompt.backbone import load_tokenizer, public_model_id, resolve_backbone
 from clinical_prompt.brat import Document
 from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
 from clinical_prompt.corpus.examples import HeadMarking
@@ -52,7 +54,6 @@ from clinical_prompt.extractors.base import (
     Extractor,
     ExtractorFormatError,
     length_batches,
-    public_model_id,
     read_json,
     save_backbone,
 )
@@ -76,6 +77,8 @@ class MrcSettings:
     the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
     ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
     and match probabilities; ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
+    ``negative_ratio``: training keeps at most this many concept rows without a gold span per row with one
+    (``None``: all).
     """
 
     max_length: int = 256
@@ -85,6 +88,7 @@ class MrcSettings:
     threshold: float = 0.5
     max_span_len: int | None = 32
     head_dropout: float = 0.3
+    negative_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.head_marking not in ("markers", "segment"):
@@ -99,6 +103,17 @@ class MrcSettings:
             raise ValueError(f"max_span_len must be >= 1 or None, got {self.max_span_len}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        if self.negative_ratio is not None and self.negative_ratio < 0:
+            raise ValueError(f"negative_ratio must be >= 0 or None, got {self.negative_ratio}")
+
+
+def sample_negatives(rows: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
+    """Every row with a gold span, and at most ``ceil(ratio x that count)`` rows without one, drawn with ``seed``;
+    row order is kept."""
+    negatives = [i for i, row in enumerate(rows) if not row["span_labels"]]
+    keep = min(len(negatives), math.ceil(ratio * (len(rows) - len(negatives))))
+    dropped = set(negatives) - set(random.Random(seed).sample(negatives, keep))
+    return [row for i, row in enumerate(rows) if i not in dropped]
 
 
 def query_types(schema: TaskSchema) -> list[str]:
@@ -262,8 +277,15 @@ class MrcExtractor(Extractor):
         return _with_word_masks(rows, documents)
 
     def training_rows(self, documents: Sequence[Document]) -> list[dict]:
-        """Concept rows (every window x concept type) and relation rows (every gold head x fitting relation type)."""
-        return self._concept_rows(documents) + self._relation_rows(documents)
+        """Concept rows (every window x concept type) and relation rows (every gold head x fitting relation type).
+
+        With ``settings.negative_ratio``, concept rows without a gold span are sampled down (see
+        :func:`sample_negatives`): most windows hold no span of a rare type, and those rows cost the most time.
+        """
+        concept_rows = self._concept_rows(documents)
+        if self.settings.negative_ratio is not None:
+            concept_rows = sample_negatives(concept_rows, self.settings.negative_ratio)
+        return concept_rows + self._relation_rows(documents)
 
     def _inputs(self, rows: Sequence[dict]) -> dict[str, Tensor]:
         width = max(len(row["input_ids"]) for row in rows)

@@ -38,8 +38,8 @@ import safetensors.torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from clinical_prompt.atomic import write_bytes
-from clinical_prompt.backbone import DEFAULT_BACKBONE, load_tokenizer
+from clinical_prompt.atomic import write_bytes, write_json
+from clinical_prompt.backbone import DEFAULT_BACKBONE, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document, Entity
 from clinical_prompt.corpus import bio_label_names, build_bio_examples, token_span_to_char_span, tokenize_text
 from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan
@@ -53,10 +53,8 @@ from clinical_prompt.extractors.base import (
     Extractor,
     ExtractorFormatError,
     length_batches,
-    public_model_id,
     read_json,
     save_backbone,
-    write_json,
 )
 from clinical_prompt.extractors.mrc import load_backbone
 from clinical_prompt.heads import IGNORE_INDEX, NO_RELATION, PairClassifierHead, TaggingHead, decode_bio, pair_labels

@@ -8,7 +8,7 @@ from clinical_prompt.heads.span import (
     decode_spans,
     pad_span_labels,
 )
-from clinical_prompt.heads.tagging import IGNORE_INDEX, TaggingHead, TaggingHeadOutput, bio_labels, decode_bio
+from clinical_prompt.heads.tagging import IGNORE_INDEX, TaggingHead, TaggingHeadOutput, decode_bio
 
 __all__ = [
     "IGNORE_INDEX",
@@ -19,7 +19,6 @@ __all__ = [
     "SpanHeadOutput",
     "TaggingHead",
     "TaggingHeadOutput",
-    "bio_labels",
     "boundary_masks",
     "candidate_pairs",
     "decode_bio",

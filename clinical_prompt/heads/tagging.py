@@ -36,13 +36,6 @@ class TaggingHead(nn.Module):
         return TaggingHeadOutput(loss=loss, logits=logits)
 
 
-def bio_labels(concept_names: Sequence[str]) -> list[str]:
-    """``["O", "B-X", "I-X", ...]`` for the concept types in the given order."""
-    if len(set(concept_names)) != len(concept_names):
-        raise ValueError("concept names must be unique")
-    return ["O"] + [f"{prefix}-{name}" for name in concept_names for prefix in ("B", "I")]
-
-
 def decode_bio(label_ids: Sequence[int] | torch.Tensor, labels: Sequence[str]) -> list[tuple[str, int, int]]:
     """Spans ``(type, start_tok, end_tok)`` (end inclusive) from one row of label ids.
 

@@ -5,7 +5,6 @@ import copy
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
+from clinical_prompt.backbone import public_model_id
 
 from clinical_prompt.prompts.config import ClinicalPromptConfig
 from clinical_prompt.prompts.deep import attach_deep_prompts
@@ -26,18 +26,10 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 PICKLE_NAME = "adapter_model.bin"
 TABLES_KEY = "prompt_tables"
 HEADS_PREFIX = "heads."
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class AdapterFormatError(ValueError):
     """An adapter directory is missing a file, or holds one that is unreadable or of the wrong shape."""
-
-
-def _hub_id(name: str | None) -> str | None:
-    """``name`` if it reads as a hub id (``org/name`` or ``name``) and is not a local path, else ``None``."""
-    if not name or os.path.isabs(name) or name.startswith(("~", ".")) or Path(name).exists():
-        return None
-    return name if _HUB_ID.fullmatch(name) else None
 
 
 class PromptedEncoder(nn.Module):
@@ -186,7 +178,7 @@ class PromptedEncoder(nn.Module):
         ``base_model_name_or_path`` records ``base_model_id`` (a hub id), else the backbone's ``_name_or_path``
         where that is a hub id; never a local path.
         """
-        if base_model_id is not None and _hub_id(base_model_id) is None:
+        if base_model_id is not None and public_model_id(base_model_id) is None:
             raise ValueError(
                 f"base_model_id={base_model_id!r} is not a hub id like 'org/name'; local paths are not recorded"
             )
@@ -198,7 +190,7 @@ class PromptedEncoder(nn.Module):
                 )
         config = copy.deepcopy(self.config)
         config.inference_mode = True
-        config.base_model_name_or_path = base_model_id or _hub_id(getattr(self.backbone.config, "_name_or_path", None))
+        config.base_model_name_or_path = base_model_id or public_model_id(getattr(self.backbone.config, "_name_or_path", None))
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_bytes(directory / WEIGHTS_NAME, save(self.adapter_tensors(), metadata={"format": "pt"}))
