@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> dict:
     if args.train_docs:
         train_docs = sample_documents(train_docs, args.train_docs, seed=args.seed)
     train_docs, dev_docs = train_dev_split(train_docs, dev_fraction=0.1, seed=args.seed)
-    extractor = build_extractor(args.strategy, CORPORA[args.corpus][0], args.backbone, max_length=args.max_length)
+    options = {"negative_ratio": args.negative_ratio} if args.strategy != "finetune" else {}
+    extractor = build_extractor(
+        args.strategy, CORPORA[args.corpus][0], args.backbone, max_length=args.max_length, **options
+    )
     config = TrainingConfig(
         output_dir=str(Path(args.work_dir) / f"{args.corpus}-{args.strategy}"),
         num_epochs=args.epochs,
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--batch-size", type=int, default=8)
     run_parser.add_argument("--max-length", type=int, default=256)
     run_parser.add_argument("--train-docs", type=int, help="sample this many training documents (seeded)")
+    run_parser.add_argument("--negative-ratio", type=float, help="MRC: concept rows without a span per row with one")
     run_parser.add_argument("--seed", type=int, default=42)
     run_parser.add_argument("--work-dir", default="benchmark-runs")
     run_parser.add_argument("--results", type=Path, required=True)
