@@ -386,3 +386,11 @@ def test_negative_ratio_thins_the_concept_rows(tiny_backbone) -> None:
     empty_concept_rows = [row for row in full_rows if not row["span_labels"] and "head_id" not in row]
     assert empty_concept_rows
     assert len(thin_rows) == len(full_rows) - len(empty_concept_rows)
+
+
+def test_a_frozen_adapter_holds_no_note_text(trained, tmp_path) -> None:
+    """The per-institution artifact carries prompts, head weights, the schema and settings: no words of the notes."""
+    trained("soft-prompt-frozen").extractor.save_pretrained(tmp_path)
+    content = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()).lower()
+    note_words = {*DRUGS, "patient", "clinic", "stopped", "fever"}
+    assert not [word for word in note_words if word.encode() in content]
