@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor, nn
@@ -353,7 +354,8 @@ class MrcExtractor(Extractor):
         """Decoded document char spans of each row."""
         spans: list[list[tuple[int, int]]] = [[] for _ in rows]
         s = self.settings
-        for indices in length_batches(rows, batch_size):
+        batches = length_batches(rows, batch_size)
+        for indices in tqdm(batches, total=-(-len(rows) // batch_size), desc="extracting", unit="batch", leave=False):
             batch = [rows[i] for i in indices]
             inputs = {name: tensor.to(self.device) for name, tensor in self._inputs(batch).items()}
             output = self(**inputs)
