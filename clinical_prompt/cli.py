@@ -36,6 +36,13 @@ def _adapter_size(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card(args: argparse.Namespace) -> int:
+    from clinical_prompt.card import write_card
+
+    print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license)}")
+    return 0
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     from clinical_prompt.quickstart import quickstart_config, run_quickstart
 
@@ -75,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--tokens", type=int, default=16, help="virtual tokens per block")
     size.set_defaults(run=_adapter_size)
 
+    card = commands.add_parser("card", help="render an adapter's model card (README.md) from its files")
+    card.add_argument("directory", help="a directory written by save_pretrained")
+    card.add_argument("--metrics", help="the evaluate --json file to put in the card")
+    card.add_argument("--license", default="other")
+    card.set_defaults(run=_card)
+
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
     quickstart.add_argument("--output-dir", default="clinical-prompt-output")
     quickstart.add_argument("--corpus", help="BRAT folder (default: the bundled MACCROBAT corpus)")
@@ -91,12 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clinical-prompt`` console script; input problems exit with status 2 and one message."""
     args = build_parser().parse_args(argv)
     from clinical_prompt.brat import BratFormatError
+    from clinical_prompt.extractors import ExtractorFormatError
     from clinical_prompt.prompts import AdapterCompatibilityError, AdapterFormatError
     from clinical_prompt.schema import SchemaError
 
+    input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError)
     try:
         return args.run(args)
-    except (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, OSError) as error:
+    except (*input_errors, OSError) as error:
         print(f"clinical-prompt: error: {error}", file=sys.stderr)
         return 2
 

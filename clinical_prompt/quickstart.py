@@ -40,6 +40,7 @@ def run_quickstart(config: QuickstartConfig) -> int:
     """Train, evaluate and extract as :class:`QuickstartConfig` says; print the results and where they are."""
     from clinical_prompt.atomic import write_json
     from clinical_prompt.brat import read_corpus, write_document
+    from clinical_prompt.card import training_data_summary, write_card
     from clinical_prompt.corpus import train_dev_split
     from clinical_prompt.evaluation import evaluate_documents, format_table
     from clinical_prompt.extractors import build_extractor
@@ -82,11 +83,13 @@ def run_quickstart(config: QuickstartConfig) -> int:
         write_document(prediction, output / "predictions", write_text=True)
     scores = evaluate_documents({d.doc_id: d for d in held_out}, {d.doc_id: d for d in predictions})
     write_json(output / "metrics.json", scores)
+    corpus_name = "MACCROBAT2020" if config.corpus == str(BUNDLED_CORPUS) else Path(config.corpus).name
+    write_card(output / "adapter", metrics=scores, training_data=training_data_summary(corpus_name, train_docs))
 
     print(format_table(scores))
     print(f"\ntrained {config.strategy} on {config.backbone} in {result.train_seconds:.0f} s "
           f"(best epoch {result.best_epoch}); peak memory {result.peak_memory_bytes / 2**20:.0f} MiB")
-    print(f"adapter:     {output / 'adapter'}")
+    print(f"adapter:     {output / 'adapter'} (model card: README.md)")
     print(f"metrics:     {output / 'metrics.json'}")
     print(f"predictions: {output / 'predictions'} ({len(predictions)} notes)")
     print("\nNext: `clinical-prompt quickstart --backbone UFNLP/gatortron-base --corpus YOUR_BRAT_DIR "

@@ -1,0 +1,215 @@
+"""Model cards of saved extractors: metadata, schema, prompt shape, sizes, scores, training data, no text, no paths."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from clinical_prompt.brat import Document, Entity, Relation
+from clinical_prompt.card import MINILM_HUB_ID, TEMPLATE, render_card, training_data_summary, write_card
+from clinical_prompt.evaluation.n2c2 import evaluate_documents
+from clinical_prompt.extractors import ExtractorFormatError, build_extractor
+from clinical_prompt.prompts import ClinicalPromptConfig
+from clinical_prompt.schema import TaskSchema
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", "what", "is", "the", "drug", "dosage", "of", "?"]
+SCHEMA = TaskSchema.from_dict({
+    "name": "synthetic-medication",
+    "concepts": [{"name": "Drug", "query": "What is the drug?"}, {"name": "Dosage", "query": "What is the dosage?"}],
+    "relations": [{"name": "Dosage-Drug", "head": "Drug", "tails": ["Dosage"], "query": "What is the dosage of {head}?",
+                   "head_arg": "Arg2"}],
+})
+SENTINEL = "ZEBRAQUOKKA"
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A random 2-layer BERT (hidden 32) and a WordPiece tokenizer over the query words, as a folder."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(directory)
+    BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(directory)
+    return directory
+
+
+def saved(tiny_backbone: Path, directory: Path, strategy: str = "soft-prompt-frozen", *,
+          base_model_id: str | None = None, prompt_config: ClinicalPromptConfig | None = None):
+    """A new extractor of ``strategy`` on the tiny backbone, saved to ``directory``; the extractor."""
+    torch.manual_seed(0)
+    extractor = build_extractor(strategy, SCHEMA, str(tiny_backbone), prompt_config=prompt_config, max_length=32)
+    extractor.save_pretrained(directory, base_model_id=base_model_id)
+    return extractor
+
+
+@pytest.fixture(scope="module")
+def frozen_dir(tiny_backbone, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("frozen") / "adapter"
+    saved(tiny_backbone, directory)
+    return directory
+
+
+def header(card: ModelCard) -> dict:
+    """The YAML metadata block of the card's text, parsed on its own."""
+    match = re.match(r"---\n(.*?)\n---\n", card.content, re.DOTALL)
+    assert match, card.content[:200]
+    return yaml.safe_load(match.group(1))
+
+
+def test_metadata_of_an_adapter_without_a_recorded_backbone(frozen_dir: Path) -> None:
+    card = render_card(frozen_dir)
+    expected = {
+        "library_name": "peft",
+        "license": "other",
+        "tags": ["clinical", "information-extraction", "prompt-tuning", "soft-prompt-frozen", "clinical-prompt"],
+    }
+    assert card.data.to_dict() == expected
+    assert header(card) == expected
+    assert "not recorded" in card.content
+
+
+def test_metadata_names_the_recorded_hub_id_and_the_license(tiny_backbone: Path, tmp_path: Path) -> None:
+    saved(tiny_backbone, tmp_path, base_model_id="org/clinical-bert")
+    card = render_card(tmp_path, license="apache-2.0")
+    assert header(card)["base_model"] == card.data.base_model == "org/clinical-bert"
+    assert card.data.license == "apache-2.0"
+    assert 'load_extractor("path/to/adapter", backbone="org/clinical-bert")' in card.content
+    assert "general-domain" not in card.content
+
+
+def test_minilm_backbone_is_named_general_domain(tiny_backbone: Path, tmp_path: Path) -> None:
+    saved(tiny_backbone, tmp_path, base_model_id="minilm")
+    card = render_card(tmp_path)
+    assert card.data.base_model == MINILM_HUB_ID
+    assert "general-domain" in card.content and "no biomedical or clinical encoder" in card.content
+    assert 'backbone="minilm"' in card.content
+
+
+def test_schema_types_and_prompt_shape_come_from_the_files(tiny_backbone: Path, tmp_path: Path) -> None:
+    prompt = ClinicalPromptConfig(num_virtual_tokens=3, depth="input", reparameterization="mlp")
+    saved(tiny_backbone, tmp_path, prompt_config=prompt)
+    text = render_card(tmp_path).content
+    assert "| Drug | What is the drug? |" in text and "| Dosage | What is the dosage? |" in text
+    assert "| Dosage-Drug | Drug | Dosage |" in text
+    assert "Prompt depth: `input` (virtual tokens at the embedding layer)" in text
+    assert "Virtual tokens per prompt block: 3" in text
+    assert "Prompt blocks: 3 (Drug, Dosage, Dosage-Drug)" in text
+    assert "Reparameterization: `mlp`" in text
+    assert "Tokens per row: 32" in text
+
+
+def test_frozen_adapter_size_and_parameters_are_those_of_its_files(tiny_backbone: Path, tmp_path: Path) -> None:
+    extractor = saved(tiny_backbone, tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    trainable = sum(p.numel() for p in extractor.parameters() if p.requires_grad)
+    assert trainable == sum(t.numel() for t in load_file(weights).values())  # prompts + head, no backbone
+    text = render_card(tmp_path).content
+    assert f"Trainable parameters: {trainable:,} (prompt tables and span head" in text
+    assert f"Adapter size: {weights.stat().st_size:,} bytes" in text
+    assert f"| `adapter_model.safetensors` | {weights.stat().st_size:,} | {trainable:,} |" in text
+
+
+def test_a_fine_tuned_backbone_counts_in_size_and_parameters(tiny_backbone: Path, tmp_path: Path) -> None:
+    extractor = saved(tiny_backbone, tmp_path, "hard-prompt")
+    files = [tmp_path / "heads.safetensors", tmp_path / "backbone" / "model.safetensors"]
+    text = render_card(tmp_path).content
+    assert f"Trainable parameters: {sum(p.numel() for p in extractor.parameters()):,} (heads and the fine-tuned" in text
+    assert f"Adapter size: {sum(f.stat().st_size for f in files):,} bytes" in text
+    assert "| `backbone/model.safetensors` |" in text and "Prompt depth" not in text
+    assert 'load_extractor("path/to/adapter")  #' in text
+
+
+def entity(ident: str, type_name: str, start: int, end: int, text: str) -> Entity:
+    return Entity(ident, type_name, ((start, end),), text[start:end])
+
+
+def test_metrics_table_reports_the_given_scores(frozen_dir: Path, tmp_path: Path) -> None:
+    text = "Take aspirin 10 mg daily and heparin."
+    gold = Document("d1", text, entities={"T1": entity("T1", "Drug", 5, 12, text),
+                                          "T2": entity("T2", "Dosage", 13, 18, text),
+                                          "T3": entity("T3", "Drug", 29, 36, text)},
+                    relations={"R1": Relation("R1", "Dosage-Drug", "T2", "T1")})
+    pred = Document("d1", text, entities={"T1": entity("T1", "Drug", 5, 12, text),
+                                          "T2": entity("T2", "Dosage", 13, 15, text)},
+                    relations={"R1": Relation("R1", "Dosage-Drug", "T2", "T1")})
+    metrics = evaluate_documents({"d1": gold}, {"d1": pred})
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics), encoding="utf-8")
+    card = render_card(frozen_dir, metrics=metrics).content
+    assert render_card(frozen_dir, metrics=path).content == card
+
+    def row(kind: str, mode: str) -> str:
+        s = metrics[kind][mode]["micro"]
+        return f"| {kind.capitalize()} | {mode} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} |"
+
+    assert metrics["concepts"]["strict"]["micro"]["f1"] != metrics["concepts"]["lenient"]["micro"]["f1"]
+    for kind in ("concepts", "relations"):
+        for mode in ("strict", "lenient"):
+            assert row(kind, mode) in card
+    assert "| Drug | 0.6667 (2) |" in card  # strict: 1 of 2 gold drugs found, no false positive
+    assert "| Dosage | 0.0000 (1) |" in card
+    assert "evaluation documents: 1." in card
+
+
+def test_types_without_gold_or_prediction_read_n_a(frozen_dir: Path) -> None:
+    empty = {"d1": Document("d1", "No medication.")}
+    card = render_card(frozen_dir, metrics=evaluate_documents(empty, empty)).content
+    assert all(f"| {name} | n/a |" in card for name in ("Drug", "Dosage", "Dosage-Drug"))
+
+
+def test_incomplete_metrics_are_refused(frozen_dir: Path) -> None:
+    with pytest.raises(ValueError, match="metrics"):
+        render_card(frozen_dir, metrics={"concepts": {"strict": {}}})
+
+
+def test_training_data_enters_by_name_and_counts_only(frozen_dir: Path) -> None:
+    text = f"Patient {SENTINEL} took aspirin."
+    notes = [Document(f"{SENTINEL}-note", text, entities={"T1": entity("T1", "Drug", 8, 19, text)})]
+    summary = training_data_summary("site-a-2024", notes)
+    assert summary == {"name": "site-a-2024", "documents": 1, "concepts": 1, "relations": 0}
+    card = render_card(frozen_dir, training_data=summary).content
+    assert "Trained on **site-a-2024** (documents: 1, concepts: 1, relations: 0)." in card
+    assert SENTINEL.lower() not in card.lower()
+    with pytest.raises(ValueError, match="unknown keys"):
+        render_card(frozen_dir, training_data={**summary, "example": text})
+    with pytest.raises(ValueError, match="name"):
+        render_card(frozen_dir, training_data={"name": text + "\n" + text})
+
+
+def test_no_local_path_enters_the_card(frozen_dir: Path, tiny_backbone: Path, tmp_path: Path) -> None:
+    card = render_card(frozen_dir).content
+    for local in (frozen_dir, tiny_backbone, tmp_path):
+        assert str(local) not in card
+    assert not ABSOLUTE_PATH.search(card), ABSOLUTE_PATH.search(card)
+    for name in ("extractor.json", "schema.json", "labels.json", "adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / name).write_bytes((frozen_dir / name).read_bytes())
+    meta = json.loads((tmp_path / "extractor.json").read_text())
+    (tmp_path / "extractor.json").write_text(json.dumps({**meta, "backbone": str(tiny_backbone)}))
+    with pytest.raises(ExtractorFormatError, match="not a hub id"):
+        render_card(tmp_path)
+
+
+def test_write_card_writes_the_readme_atomically(tiny_backbone: Path, tmp_path: Path) -> None:
+    saved(tiny_backbone, tmp_path, base_model_id="org/clinical-bert")
+    before = {p.name for p in tmp_path.iterdir()}
+    path = write_card(tmp_path, license="apache-2.0")
+    assert path == tmp_path / "README.md"
+    assert {p.name for p in tmp_path.iterdir()} == before | {"README.md"}
+    assert path.read_text(encoding="utf-8") == render_card(tmp_path, license="apache-2.0").content
+    loaded = ModelCard.load(path)
+    assert loaded.data.base_model == "org/clinical-bert" and loaded.data.library_name == "peft"
+
+
+def test_the_template_is_package_data_of_the_repository_file() -> None:
+    assert TEMPLATE.is_file()
+    assert Path(str(TEMPLATE)).resolve() == REPO / "model_cards" / "adapter_card.md.j2"
