@@ -27,12 +27,12 @@ from clinical_prompt.extractors.base import (
     EXTRACTOR_FILE,
     SCHEMA_FILE,
     ExtractorFormatError,
+    read_extractor_meta,
     read_json,
 )
 from clinical_prompt.extractors.mrc import HEADS_FILE
 from clinical_prompt.prompts.model import CONFIG_NAME, WEIGHTS_NAME
 from clinical_prompt.schema import TaskSchema
-from clinical_prompt.strategies import get_strategy
 
 __all__ = ["CARD_FILE", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
 
@@ -134,13 +134,7 @@ def render_card(
     :func:`training_data_summary`); any other key is refused. ``license``: the Hub license identifier.
     """
     directory = Path(adapter_dir)
-    meta = read_json(directory / EXTRACTOR_FILE)
-    if not isinstance(meta, dict):
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: expected a JSON object")
-    try:
-        strategy = get_strategy(meta.get("strategy"))
-    except ValueError as error:
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
+    meta, strategy = read_extractor_meta(directory)
     schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
     prompt = read_json(directory / CONFIG_NAME) if strategy.uses_soft_prompts else None
     backbone = _backbone(directory, meta.get("backbone"), prompt)

@@ -10,9 +10,9 @@ import torch
 import yaml
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from clinical_prompt.brat import Document, Entity, Relation
+from conftest import save_tiny_bert
 from clinical_prompt.card import MINILM_HUB_ID, TEMPLATE, render_card, training_data_summary, write_card
 from clinical_prompt.evaluation.n2c2 import evaluate_documents
 from clinical_prompt.extractors import ExtractorFormatError, build_extractor
@@ -34,13 +34,8 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) and a WordPiece tokenizer over the query words, as a folder."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(directory)
-    BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), VOCAB, hidden_size=32, num_attention_heads=2,
+                          max_position_embeddings=64)
 
 
 def saved(tiny_backbone: Path, directory: Path, strategy: str = "soft-prompt-frozen", *,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document
 from clinical_prompt.extractors import (
@@ -24,6 +23,7 @@ from clinical_prompt.extractors import (
     load_extractor,
 )
 from clinical_prompt.extractors.mrc import _word_masks, sample_negatives
+from conftest import save_tiny_bert
 from clinical_prompt.fit import fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
@@ -112,13 +112,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 128) with a WordPiece tokenizer over the synthetic vocabulary, as a folder."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=256, max_position_embeddings=128)
-    BertModel(config).save_pretrained(directory)
-    BertTokenizer(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), VOCAB, hidden_size=128, num_attention_heads=4,
+                          max_position_embeddings=128)
 
 
 @pytest.fixture(scope="module")

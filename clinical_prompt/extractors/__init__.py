@@ -7,15 +7,13 @@ strategies (``hard-prompt``, ``soft-prompt``, ``soft-prompt-frozen``) by
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from clinical_prompt.extractors.base import (
-    EXTRACTOR_FILE,
     DocumentPredictions,
     Extractor,
     ExtractorFormatError,
-    read_json,
+    read_extractor_meta,
 )
 from clinical_prompt.extractors.mrc import MrcExtractor, MrcSettings
 from clinical_prompt.schema import TaskSchema, load_schema
@@ -74,11 +72,5 @@ def load_extractor(directory: str | os.PathLike, backbone: str | None = None) ->
 
     ``backbone`` is needed only for frozen extractors saved from a local backbone folder.
     """
-    meta = read_json(Path(directory) / EXTRACTOR_FILE)
-    if not isinstance(meta, dict):
-        raise ExtractorFormatError(f"{Path(directory) / EXTRACTOR_FILE}: expected a JSON object")
-    try:
-        spec = get_strategy(meta.get("strategy"))
-    except ValueError as error:
-        raise ExtractorFormatError(f"{Path(directory) / EXTRACTOR_FILE}: {error}") from None
+    _, spec = read_extractor_meta(directory)
     return _extractor_class(spec).from_pretrained(directory, backbone=backbone)

@@ -25,10 +25,11 @@ from torch import Tensor, nn
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
 from clinical_prompt.schema import RelationType, TaskSchema
+from clinical_prompt.strategies import Strategy, get_strategy
 
 __all__ = [
     "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
-    "ExtractorFormatError", "length_batches", "read_json", "save_backbone",
+    "ExtractorFormatError", "length_batches", "read_extractor_meta", "read_json", "save_backbone",
 ]
 
 EXTRACTOR_FILE = "extractor.json"
@@ -104,6 +105,18 @@ def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def read_extractor_meta(directory: str | os.PathLike) -> tuple[dict, Strategy]:
+    """The ``extractor.json`` of a saved extractor and the strategy it names; ``ExtractorFormatError`` otherwise."""
+    path = Path(directory) / EXTRACTOR_FILE
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise ExtractorFormatError(f"{path}: expected a JSON object")
+    try:
+        return meta, get_strategy(meta.get("strategy"))
+    except ValueError as error:
+        raise ExtractorFormatError(f"{path}: {error}") from None
 
 
 def length_batches(rows: Sequence[dict], batch_size: int) -> Iterator[list[int]]:
