@@ -29,7 +29,7 @@ from clinical_prompt.strategies import Strategy, get_strategy
 
 __all__ = [
     "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
-    "ExtractorFormatError", "length_batches", "read_extractor_meta", "read_json", "save_backbone",
+    "ExtractorFormatError", "length_batches", "pad_encoder_inputs", "pad_rows", "read_extractor_meta", "read_json", "save_backbone",
 ]
 
 EXTRACTOR_FILE = "extractor.json"
@@ -117,6 +117,22 @@ def read_extractor_meta(directory: str | os.PathLike) -> tuple[dict, Strategy]:
         return meta, get_strategy(meta.get("strategy"))
     except ValueError as error:
         raise ExtractorFormatError(f"{path}: {error}") from None
+
+
+def pad_rows(rows: Sequence[dict], key: str, value: int, width: int) -> Tensor:
+    """``row[key]`` of every row, right-padded with ``value`` to ``width``, as a ``[len(rows), width]`` long tensor."""
+    return torch.tensor([list(row[key]) + [value] * (width - len(row[key])) for row in rows], dtype=torch.long)
+
+
+def pad_encoder_inputs(rows: Sequence[dict], pad_token_id: int) -> dict[str, Tensor]:
+    """``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the rows have them), right-padded to the
+    longest row."""
+    width = max(len(row["input_ids"]) for row in rows)
+    batch = {"input_ids": pad_rows(rows, "input_ids", pad_token_id, width),
+             "attention_mask": pad_rows(rows, "attention_mask", 0, width)}
+    if "token_type_ids" in rows[0]:
+        batch["token_type_ids"] = pad_rows(rows, "token_type_ids", 0, width)
+    return batch
 
 
 def length_batches(rows: Sequence[dict], batch_size: int) -> Iterator[list[int]]:

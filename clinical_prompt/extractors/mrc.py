@@ -55,6 +55,8 @@ from clinical_prompt.extractors.base import (
     Extractor,
     ExtractorFormatError,
     length_batches,
+    pad_encoder_inputs,
+    pad_rows,
     read_json,
     save_backbone,
 )
@@ -179,10 +181,6 @@ def _word_masks(text: str, offsets: Sequence[Sequence[int]]) -> tuple[list[int],
     return starts, ends
 
 
-def _pad(rows: Sequence[dict], key: str, value: int, width: int) -> Tensor:
-    return torch.tensor([row[key] + [value] * (width - len(row[key])) for row in rows], dtype=torch.long)
-
-
 class MrcExtractor(Extractor):
     """Concept and relation extraction by MRC questions; build one with :meth:`create` or :meth:`from_pretrained`.
 
@@ -289,19 +287,14 @@ class MrcExtractor(Extractor):
         return concept_rows + self._relation_rows(documents)
 
     def _inputs(self, rows: Sequence[dict]) -> dict[str, Tensor]:
-        width = max(len(row["input_ids"]) for row in rows)
-        batch = {
-            "input_ids": _pad(rows, "input_ids", self.tokenizer.pad_token_id, width),
-            "attention_mask": _pad(rows, "attention_mask", 0, width),
-            "word_start_mask": _pad(rows, "word_start_mask", 0, width),
-            "word_end_mask": _pad(rows, "word_end_mask", 0, width),
-        }
+        batch = pad_encoder_inputs(rows, self.tokenizer.pad_token_id)
+        width = batch["input_ids"].shape[1]
+        batch["word_start_mask"] = pad_rows(rows, "word_start_mask", 0, width)
+        batch["word_end_mask"] = pad_rows(rows, "word_end_mask", 0, width)
         batch["context_mask"] = torch.tensor(
             [[int(end > start) for start, end in row["offset_mapping"]] + [0] * (width - len(row["input_ids"]))
              for row in rows], dtype=torch.long,
         )
-        if "token_type_ids" in rows[0]:
-            batch["token_type_ids"] = _pad(rows, "token_type_ids", 0, width)
         if self.spec.uses_soft_prompts:
             batch["block_ids"] = torch.tensor([row["prompt_id"] for row in rows], dtype=torch.long)
         return batch
@@ -310,8 +303,8 @@ class MrcExtractor(Extractor):
         """Padded inputs, word and context masks, prompt block ids (soft) and the start/end/span labels."""
         batch = self._inputs(rows)
         width = batch["input_ids"].shape[1]
-        batch["start_labels"] = (_pad(rows, "start_labels", 0, width) == 1).long()
-        batch["end_labels"] = (_pad(rows, "end_labels", 0, width) == 1).long()
+        batch["start_labels"] = (pad_rows(rows, "start_labels", 0, width) == 1).long()
+        batch["end_labels"] = (pad_rows(rows, "end_labels", 0, width) == 1).long()
         batch["span_labels"] = pad_span_labels([[tuple(span) for span in row["span_labels"]] for row in rows])
         return batch
 

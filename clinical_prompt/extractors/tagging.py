@@ -53,6 +53,8 @@ from clinical_prompt.extractors.base import (
     Extractor,
     ExtractorFormatError,
     length_batches,
+    pad_encoder_inputs,
+    pad_rows,
     read_json,
     save_backbone,
 )
@@ -279,18 +281,10 @@ class TaggingExtractor(Extractor):
 
     def collate(self, rows: Sequence[dict]) -> dict[str, Tensor]:
         """Right-padded tensors of rows of either kind; ``is_relation`` tells the kinds apart."""
-        width = max(len(row["input_ids"]) for row in rows)
-        pad_id = self.tokenizer.pad_token_id or 0
-
-        def padded(key: str, value: int) -> Tensor:
-            return torch.tensor([list(row[key]) + [value] * (width - len(row[key])) for row in rows])
-
-        batch = {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0)}
-        if "token_type_ids" in rows[0]:
-            batch["token_type_ids"] = padded("token_type_ids", 0)
+        batch = pad_encoder_inputs(rows, self.tokenizer.pad_token_id or 0)
         return {
             **batch,
-            "labels": padded("labels", IGNORE_INDEX),
+            "labels": pad_rows(rows, "labels", IGNORE_INDEX, batch["input_ids"].shape[1]),
             "is_relation": torch.tensor([row["task"] == RELATION for row in rows]),
             "head_marker": torch.tensor([row["head_marker"] for row in rows]),
             "tail_marker": torch.tensor([row["tail_marker"] for row in rows]),
