@@ -1,7 +1,7 @@
-"""Atomic file writes: a synced temporary file beside the target, renamed into place.
+"""Atomic file writes: a synced temporary file beside the target, renamed into place, the directory synced.
 
-A reader sees the old file or the new one, never half of one; an interrupted write leaves no
-temporary file behind.
+A reader sees the old file or the new one, never half of one, even after a crash or a power loss; an
+interrupted write leaves no temporary file behind.
 """
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    sync_path(path.parent)
+
+
+def sync_path(path: str | os.PathLike) -> None:
+    """Flush a file's data, or a directory's entries (files created, renamed, removed), to disk (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

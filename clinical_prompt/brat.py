@@ -24,18 +24,21 @@ normalizations:
 A field holding a line break cannot be written: ``format_ann`` raises ("line break in a field").
 
 Problems are reported as ``BratProblem(path, line, kind, detail)`` or raised as ``BratFormatError``;
-the detail names ids and offsets, never annotated or note text. Kinds: "missing file", "not UTF-8",
-"malformed line", "unknown annotation kind", "duplicate id", "offset out of range", "start after
-end", "text mismatch", "missing reference". With ``collect_problems=True`` a line with a problem is
-left out of its document, and so is every annotation that refers, directly or through others, to an
-id that is left out or was never defined (each reported with its own line); the rest of the
-document is kept. A document whose ``.txt`` or ``.ann`` is missing or not UTF-8 is left out.
+the detail names ids and offsets (at most 200 characters), never annotated or note text. Kinds:
+"missing file", "unreadable file", "not a regular file" (a directory, FIFO or device is never read),
+"not UTF-8", "malformed line", "unknown annotation kind", "duplicate id", "offset out of range",
+"start after end", "text mismatch", "missing reference". With ``collect_problems=True`` a line with
+a problem is left out of its document, and so is every annotation that refers, directly or through
+others, to an id that is left out or was never defined (each reported with its own line); the rest
+of the document is kept. A document whose ``.txt`` or ``.ann`` cannot be read or is not UTF-8 is
+left out. A file removed between listing and reading is a "missing file".
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +181,9 @@ Annotation = Entity | Relation | Event | Attribute | Normalization | Note | Equi
 _FIELDS = {Entity: "entities", Relation: "relations", Event: "events", Attribute: "attributes",
            Normalization: "normalizations", Note: "notes"}
 _ID = re.compile(r"(?:[A-Za-z]+|#)[0-9]+|\*")
+_OFFSETS = re.compile(r"[^ ;]+ [^ ;]+(?:;[^ ;]+ [^ ;]+)*")  # "start end" fragments joined by ";"
+_OFFSET_SEPARATOR = re.compile("[ ;]")
+_DETAIL_LIMIT = 200  # characters of a problem's detail
 
 
 class _LineProblem(Exception):
@@ -204,25 +210,26 @@ def _format_spans(spans: tuple[Span, ...]) -> str:
 def _entity(ann_id: str, rest: str, text: str) -> Entity:
     fields, tab, written = rest.partition("\t")
     type_, _, offsets = fields.partition(" ")
+    if not (tab and type_ and _OFFSETS.fullmatch(offsets)):
+        raise _malformed(ann_id)
     try:
-        pairs = [pair.split(" ") for pair in offsets.split(";")]
-        spans = tuple((int(start), int(end)) for start, end in pairs)
+        numbers = [int(number) for number in _OFFSET_SEPARATOR.split(offsets)]
     except ValueError:
         raise _malformed(ann_id) from None
-    if not (tab and type_):
-        raise _malformed(ann_id)
+    spans = tuple(zip(numbers[::2], numbers[1::2]))
     for start, end in spans:
         if start > end:
             raise _LineProblem("start after end", f"id {ann_id}, span {start} {end}")
         if start < 0 or end > len(text):
             raise _LineProblem("offset out of range", f"id {ann_id}, span {start} {end}, length {len(text)}")
-    fragments = [text[start:end] for start, end in spans]
-    expected = " ".join(fragments)
-    if written.startswith(expected) and not written[len(expected):].strip():
-        return Entity(ann_id, type_, spans, expected)
-    if written == "".join(fragments):
-        return Entity(ann_id, type_, spans, written)
-    raise _LineProblem("text mismatch", f"id {ann_id}, spans {_format_spans(spans)}")
+    if sum(numbers[1::2]) - sum(numbers[::2]) <= len(written):  # else no match, and fragments could be huge
+        fragments = [text[start:end] for start, end in spans]
+        expected = " ".join(fragments)
+        if written.startswith(expected) and not written[len(expected):].strip():
+            return Entity(ann_id, type_, spans, expected)
+        if written == "".join(fragments):
+            return Entity(ann_id, type_, spans, written)
+    raise _LineProblem("text mismatch", f"id {ann_id}, spans {_format_spans(spans[:_DETAIL_LIMIT])}")
 
 
 def _parts(ann_id: str, fields: str, least: int, most: float) -> list[str]:
@@ -281,22 +288,61 @@ def _parse_line(line: str, text: str) -> Annotation:
     return parser(ann_id, rest, text)
 
 
+def _refs(ann: Annotation) -> tuple[str, ...]:
+    """The ids ``ann`` refers to."""
+    match ann:
+        case Event():
+            return (ann.trigger, *(ref for _, ref in ann.arguments))
+        case Relation():
+            return ann.arg1, ann.arg2
+        case Attribute() | Normalization() | Note():
+            return (ann.target,)
+        case Equivalence():
+            return ann.members
+    return ()
+
+
 def _dangling(ann: Annotation, known: dict[str, Annotation]) -> str | None:
     """The first id ``ann`` refers to that is not known, or an event trigger that is no entity."""
-    match ann:
-        case Event() if not isinstance(known.get(ann.trigger), Entity):
-            return ann.trigger
-        case Event():
-            refs = tuple(ref for _, ref in ann.arguments)
-        case Relation():
-            refs = ann.arg1, ann.arg2
-        case Attribute() | Normalization() | Note():
-            refs = (ann.target,)
-        case Equivalence():
-            refs = ann.members
-        case _:
-            return None
-    return next((ref for ref in refs if ref not in known), None)
+    if isinstance(ann, Event) and not isinstance(known.get(ann.trigger), Entity):
+        return ann.trigger
+    return next((ref for ref in _refs(ann) if ref not in known), None)
+
+
+def _problem(path: Path, line: int, kind: str, detail: str) -> BratProblem:
+    """A problem whose detail is clipped: a huge id or span list in a file makes no huge message."""
+    if len(detail) > _DETAIL_LIMIT:
+        detail = detail[:_DETAIL_LIMIT - 3] + "..."
+    return BratProblem(str(path), line, kind, detail)
+
+
+def _drop_dangling(
+    kept: list[tuple[int, Annotation]], known: dict[str, Annotation], path: Path
+) -> tuple[list[tuple[int, Annotation]], list[BratProblem]]:
+    """Leave out, and report, every annotation that refers directly or through others to an unknown id.
+
+    Linear in the number of references: a dropped id revisits only the annotations that refer to it.
+    """
+    referrers: dict[str, list[int]] = {}
+    for index, (_, ann) in enumerate(kept):
+        for ref in _refs(ann):
+            referrers.setdefault(ref, []).append(index)
+    problems, dropped = [], set()
+    pending = list(reversed(range(len(kept))))
+    while pending:
+        index = pending.pop()
+        number, ann = kept[index]
+        ref = None if index in dropped else _dangling(ann, known)
+        if ref is None:
+            continue
+        dropped.add(index)
+        label = ann.id if not isinstance(ann, Equivalence) else "*"
+        target = ref if _ID.fullmatch(ref) else "a malformed id"
+        problems.append(_problem(path, number, "missing reference", f"{label} refers to {target}"))
+        if not isinstance(ann, Equivalence):
+            del known[ann.id]
+            pending.extend(reversed(referrers.get(ann.id, [])))
+    return [item for index, item in enumerate(kept) if index not in dropped], problems
 
 
 def _parse_ann(doc_id: str, text: str, ann_text: str, path: Path) -> tuple[Document, list[BratProblem]]:
@@ -310,28 +356,16 @@ def _parse_ann(doc_id: str, text: str, ann_text: str, path: Path) -> tuple[Docum
         try:
             ann = _parse_line(line, text)
         except _LineProblem as problem:
-            problems.append(BratProblem(str(path), number, problem.kind, problem.detail))
+            problems.append(_problem(path, number, problem.kind, problem.detail))
             continue
         if not isinstance(ann, Equivalence):
             if ann.id in known:
-                problems.append(BratProblem(str(path), number, "duplicate id", f"id {ann.id}"))
+                problems.append(_problem(path, number, "duplicate id", f"id {ann.id}"))
                 continue
             known[ann.id] = ann
         kept.append((number, ann))
-    dropped = True
-    while dropped:
-        dropped, still = False, []
-        for number, ann in kept:
-            ref = _dangling(ann, known)
-            if ref is None:
-                still.append((number, ann))
-                continue
-            label = ann.id if not isinstance(ann, Equivalence) else "*"
-            target = ref if _ID.fullmatch(ref) else "a malformed id"
-            problems.append(BratProblem(str(path), number, "missing reference", f"{label} refers to {target}"))
-            known.pop(label, None)
-            dropped = True
-        kept = still
+    kept, dangling = _drop_dangling(kept, known, path)
+    problems.extend(dangling)
     doc = Document(doc_id, text)
     for _, ann in kept:
         if isinstance(ann, Equivalence):
@@ -344,16 +378,36 @@ def _parse_ann(doc_id: str, text: str, ann_text: str, path: Path) -> tuple[Docum
     return doc, problems
 
 
-def _decode(path: Path, encoding: str) -> str:
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a regular file; never waits on a FIFO nor reads a device without end."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BratFormatError(str(path), None, "not a regular file")
+            with open(fd, "rb", closefd=False) as stream:
+                return stream.read()
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise BratFormatError(str(path), None, "missing file") from None
+    except OSError as error:
+        raise BratFormatError(str(path), None, "unreadable file", error.strerror or type(error).__name__) from None
+
+
+def _decode(path: Path, encoding: str) -> str:
+    data = _read_bytes(path)
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise BratFormatError(str(path), line, "not UTF-8", f"byte offset {error.start}") from None
+
+
+def read_text(txt_path: str | os.PathLike) -> str:
+    """The text of a note (UTF-8, line ends kept, as offsets count them); ``BratFormatError`` naming the file (and
+    the line of a byte that is not UTF-8) when it cannot be read."""
+    return _decode(Path(txt_path), "utf-8")
 
 
 def _read(txt_path: Path, ann_path: Path, doc_id: str) -> tuple[Document | None, list[BratProblem]]:

@@ -3,18 +3,25 @@
 It knows nothing of prompts, heads or BRAT: ``model(**batch)`` must return an object or dict with a ``loss``.
 
 Checkpoints: ``output_dir/checkpoints/epoch-{n}`` at the end of an epoch, written by ``Accelerator.save_state`` into
-``epoch-{n}.partial`` and renamed into place once complete; a ``COMPLETE`` file holds the SHA-256 of every other file
-and is checked before a checkpoint is used. Frozen parameters never change, so checkpoints hold only trainable
-parameters and buffers (plus optimizer, scheduler, RNG states and ``training_state.json``); resuming needs the same
-model, built the same way. Resuming works at epoch boundaries: a run killed mid-epoch restarts that epoch from the
-last complete checkpoint, and with the same config and seed it ends with the same weights as an uninterrupted run
-(bit for bit on CPU), because the data order of an epoch depends only on ``(seed, epoch)`` and RNG states are restored.
+``epoch-{n}.partial``, synced to disk (files, then directories) and renamed into place once complete; a ``COMPLETE``
+file holds the SHA-256 of every other file and is checked before a checkpoint is used, so a run killed at any point
+(mid-write too, or by a power loss) never resumes from half a checkpoint. Frozen parameters never change, so
+checkpoints hold only trainable parameters and buffers (plus optimizer, scheduler, RNG states and
+``training_state.json``); resuming needs the same model, built the same way. Resuming works at epoch boundaries: a
+run killed mid-epoch restarts that epoch from the last complete checkpoint, and with the same config and seed it ends
+with the same weights as an uninterrupted run (bit for bit on CPU), because the data order of an epoch depends only on
+``(seed, epoch)`` and RNG states are restored.
 
 Log lines (logger ``clinical_prompt.training``, main process only) never show batch contents:
 ``training: {n} examples, {n} epochs, {n} optimizer steps, {n} processes``; ``resuming from {path} ...``;
 ``skipping incomplete checkpoint {path}``; ``no complete checkpoint in {path} ...``; ``epoch {e} step {s} loss {x} lr {x,...}``;
 ``epoch {e} done: train_loss {x}, metrics {name=x, ...}, {x} s``; ``saved checkpoint {path}``;
-``early stopping after epoch {e} ...``; ``restored the best model ...``; ``done: ...``.
+``early stopping after epoch {e} ...``; ``restored the best model ...``; ``done: ...``;
+``taking over stale lock {path} left by process {pid@host}, which is gone``.
+
+Lock: for the whole run the main process holds an OS lock (``flock``) on ``output_dir/.lock``, a file naming its pid
+and host; a second run on the same directory is refused with ``OutputDirInUseError``. The kernel drops the lock when
+its process dies, however it dies (SIGKILL too), so the lock file a killed run leaves is taken over, with a warning.
 
 Several processes (``accelerate launch --multi_gpu --num_processes N``): every process trains its shard, only the
 main process logs and seals checkpoints, all of them write their RNG states into a checkpoint directory on a shared
@@ -30,6 +37,7 @@ import math
 import os
 import re
 import resource
+import fcntl
 import shutil
 import socket
 import sys
@@ -47,6 +55,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_linear_schedule_with_warmup
 
+from clinical_prompt.atomic import sync_path
+
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
@@ -62,7 +72,7 @@ class OutputDirInUseError(RuntimeError):
 
 @dataclass
 class TrainingConfig:
-    """Settings of one training run (the backbone's own settings, e.g. gradient checkpointing, live on the model)."""
+    """Settings of one training run (the model's own settings, e.g. its attention implementation, live on it)."""
 
     output_dir: Path = field(metadata={"help": "Run directory: lock file and checkpoints/epoch-{n}."})
     num_epochs: int = field(default=3, metadata={"help": "Number of passes over the training set."})
@@ -73,7 +83,12 @@ class TrainingConfig:
     warmup_ratio: float = field(default=0.0, metadata={"help": "Share of optimizer steps with linear warmup."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clipping norm; None = off."})
     mixed_precision: str = field(
-        default="auto", metadata={"help": "no, fp16, bf16 or auto (bf16 where the GPU supports it, else no)."}
+        default="auto", metadata={"help": "no, fp16, bf16 or auto (bf16 on GPUs that have it, fp16 on older GPUs, "
+                                          "no on CPU)."}
+    )
+    activation_checkpointing: bool = field(
+        default=False, metadata={"help": "Keep only each layer's input and recompute the layer in backward (Hugging "
+                                         "Face models inside the model): far less memory, one more forward pass."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of every RNG and of the data order."})
     early_stopping_patience: int | None = field(
@@ -186,6 +201,8 @@ def train(
         )
     accelerator.gradient_accumulation_steps = config.gradient_accumulation_steps
     set_seed(config.seed)
+    if config.activation_checkpointing:
+        _enable_activation_checkpointing(model)
     with _output_dir_lock(config.output_dir, accelerator):
         return _train(model, train_dataset, config, collate_fn, param_groups, evaluate_fn, accelerator)
 
@@ -391,8 +408,10 @@ def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: _LoopSt
     if accelerator.is_main_process:
         (partial / STATE_NAME).write_text(json.dumps(asdict(state), indent=1))
         (partial / COMPLETE_NAME).write_text(_checksum(partial))
+        _sync_tree(partial)  # on disk before the rename publishes it
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
+        sync_path(checkpoints)
         _log(accelerator, "saved checkpoint %s", final)
         _remove_old_checkpoints(checkpoints, state, keep_last)
     accelerator.wait_for_everyone()
@@ -413,6 +432,13 @@ def _epoch_dirs(checkpoints: Path) -> dict[int, Path]:
     if not checkpoints.is_dir():
         return {}
     return {int(m.group(1)): p for p in checkpoints.iterdir() if (m := _EPOCH_DIR.fullmatch(p.name)) and p.is_dir()}
+
+
+def _sync_tree(directory: Path) -> None:
+    """Flush every file under ``directory`` to disk, then every directory's entries."""
+    paths = sorted(directory.rglob("*"))
+    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [directory]:
+        sync_path(path)
 
 
 def _checksum(directory: Path) -> str:
@@ -448,53 +474,64 @@ def _checkpoint_to_resume(config: TrainingConfig, checkpoints: Path) -> Path | N
 
 @contextmanager
 def _output_dir_lock(output_dir: Path, accelerator: Accelerator) -> Iterator[None]:
-    """Hold ``output_dir/.lock`` (pid and host of the main process) for the run; take over locks of dead pids."""
+    """Hold the OS lock on ``output_dir/.lock`` for the run (main process); refuse a directory another run holds."""
     lock = output_dir / LOCK_NAME
-    _on_main(accelerator, lambda: _acquire(lock))
+    fd = _on_main(accelerator, lambda: _acquire(lock))
     try:
         yield
     finally:
         if accelerator.is_main_process:
-            lock.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)  # first: a run that opened this file meanwhile sees it replaced, and retries
+            os.close(fd)
 
 
-def _acquire(lock: Path) -> None:
+def _acquire(lock: Path) -> int:
+    """Lock ``lock`` (creating it) and write this process's pid and host in it; returns the open descriptor.
+
+    A lock file that no live process locks is what a killed run leaves: it is taken over with a warning.
+    """
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None:
-                raise OutputDirInUseError(
-                    f"output_dir {lock.parent} is in use by process {holder} (lock file {lock}); wait for that run "
-                    "to end, or choose another output_dir") from None
-            logger.warning("taking over stale lock %s", lock)
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-        return
-    raise OutputDirInUseError(f"could not take the lock file {lock}: another run is taking it")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _lock_holder(fd) or "another process"
+            os.close(fd)
+            if not isinstance(error, BlockingIOError):
+                raise
+            raise OutputDirInUseError(
+                f"output_dir {lock.parent} is in use by process {holder} (lock file {lock}); wait for that run "
+                "to end, or choose another output_dir") from None
+        if _is_at(fd, lock):
+            break
+        os.close(fd)  # the run that held it removed the file after we opened it: lock the new one
+    stale = _lock_holder(fd)
+    if stale is not None:
+        logger.warning("taking over stale lock %s left by process %s, which is gone", lock, stale)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+    return fd
 
 
-def _lock_holder(lock: Path) -> str | None:
-    """``pid@host`` of a holder that may be alive; None when the lock is stale (its pid is gone on this host)."""
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (neither removed nor replaced since it was opened)."""
     try:
-        holder = json.loads(lock.read_text())
-        pid, host = int(holder["pid"]), str(holder["host"])
+        return os.path.samestat(os.fstat(fd), os.stat(path))
     except FileNotFoundError:
+        return False
+
+
+def _lock_holder(fd: int) -> str | None:
+    """``pid@host`` written in an open lock file; None when it is empty."""
+    data = os.pread(fd, 4096, 0)
+    if not data:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    try:
+        holder = json.loads(data)
+        return f"{int(holder['pid'])}@{holder['host']}"
+    except (ValueError, KeyError, TypeError):
         return "unknown (unreadable lock file)"
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-    return f"{pid}@{host}"
 
 
 def _on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:
@@ -511,10 +548,27 @@ def _on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:
     return outcome[0]
 
 
+def _enable_activation_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing on each outermost Hugging Face model inside ``model``."""
+    from transformers import PreTrainedModel
+
+    from clinical_prompt.backbone import enable_activation_checkpointing
+
+    models = [module for module in model.modules() if isinstance(module, PreTrainedModel)]
+    if not models:
+        raise ValueError("activation_checkpointing: the model holds no Hugging Face model to checkpoint")
+    inner = {id(sub) for module in models for sub in module.modules() if sub is not module}
+    for module in models:
+        if id(module) not in inner:  # enabling a model covers the models inside it
+            enable_activation_checkpointing(module)
+
+
 def _resolve_mixed_precision(value: str) -> str:
     if value != "auto":
         return value
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def _peak_memory_bytes(device: torch.device) -> int:

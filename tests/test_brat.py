@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -166,6 +167,54 @@ def test_ann_without_txt(tmp_path: Path) -> None:
     assert corpus.documents == [] and [p.kind for p in corpus.problems] == ["missing file"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs, devices and symbolic links")
+def test_what_is_no_regular_file_is_a_problem_not_a_read(tmp_path: Path) -> None:
+    """A directory, a FIFO (which would block) or a device (which never ends) is never read; a link loop is named."""
+    for name in ("directory", "fifo", "device", "loop"):
+        write_pair(tmp_path, name, "", "")
+        (tmp_path / f"{name}.txt").unlink()
+    (tmp_path / "directory.txt").mkdir()
+    os.mkfifo(tmp_path / "fifo.txt")
+    (tmp_path / "device.txt").symlink_to("/dev/zero")
+    (tmp_path / "loop.txt").symlink_to("loop.txt")
+    (tmp_path / "ann-directory.ann").mkdir()
+    corpus = read_corpus(tmp_path, collect_problems=True)
+    assert corpus.documents == []
+    assert [(Path(p.path).name, p.line, p.kind) for p in corpus.problems] == [
+        ("ann-directory.txt", None, "missing file"),
+        ("device.txt", None, "not a regular file"),
+        ("directory.txt", None, "not a regular file"),
+        ("fifo.txt", None, "not a regular file"),
+        ("loop.txt", None, "unreadable file"),
+    ]
+    (tmp_path / "ann-directory.txt").write_text("")
+    with pytest.raises(BratFormatError, match="ann-directory.ann: not a regular file"):
+        read_document(tmp_path / "ann-directory.txt")
+
+
+def test_huge_lines_give_short_messages(tmp_path: Path) -> None:
+    """A line of many fragments or a huge id is refused without building the fragments; details are clipped."""
+    ann = ("T1\tDrug " + ";".join(["0 40"] * 200_000) + "\tAspirin\n"
+           f"T{'7' * 100_000}\tDrug 9 2\t{SENTINEL}\n")
+    with pytest.raises(BratFormatError) as raised:
+        read_document(write_pair(tmp_path, "note", TEXT, ann))
+    assert raised.value.kind == "text mismatch" and raised.value.detail.startswith("id T1, spans 0 40;0 40;")
+    problems = read_corpus(tmp_path, collect_problems=True).problems
+    assert [(p.line, p.kind) for p in problems] == [(1, "text mismatch"), (2, "start after end")]
+    assert all(len(p.detail) == 200 and p.detail.endswith("...") for p in problems)
+
+
+def test_references_left_out_through_a_long_chain(tmp_path: Path) -> None:
+    """Each relation refers to the next line's, the last to a missing id: all are left out, each reported."""
+    size = 5000
+    chain = [f"R{k}\tNext Arg1:T1 Arg2:{f'R{k + 1}' if k < size else 'T9'}\n" for k in range(1, size + 1)]
+    write_pair(tmp_path, "note", TEXT, "T1\tDrug 0 7\tAspirin\n" + "".join(chain) + "A1\tNegated R1\n")
+    corpus = read_corpus(tmp_path, collect_problems=True)
+    assert [(p.line, p.kind) for p in corpus.problems] == [(line, "missing reference") for line in range(2, size + 3)]
+    assert corpus.problems[-2].detail == f"R{size} refers to T9" and corpus.problems[0].detail == "R1 refers to R2"
+    assert list(corpus.documents[0].entities) == ["T1"] and corpus.documents[0].order == ["T1"]
+
+
 def test_collect_problems_reports_all_and_keeps_what_is_safe(tmp_path: Path) -> None:
     ann = ("T1\tDrug 0 7\tAspirin\n"
            f"T2\tPain 30 34\t{SENTINEL}\n"  # text mismatch: left out
@@ -218,11 +267,17 @@ def test_new_document_is_written_by_kind_and_text_filled_in(tmp_path: Path) -> N
 
 def test_write_document_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = read_document(write_pair(tmp_path, "note", TEXT, ALL_KINDS))
-    synced: list[int] = []
+    synced: list[bool] = []  # whether each synced descriptor is a directory
     real_fsync = os.fsync
-    monkeypatch.setattr(brat.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(brat.os, "fsync", fsync)
     write_document(doc, tmp_path)
-    assert synced and (tmp_path / "note.ann").read_text() == ALL_KINDS
+    assert (tmp_path / "note.ann").read_text() == ALL_KINDS
+    assert synced == ([False, True] if os.name == "posix" else [False])  # the file, then the rename in its directory
 
     def fail(src: str, dst: str) -> None:
         raise OSError("disk full")

@@ -265,20 +265,60 @@ def test_missing_metric_for_best_is_named(tmp_path):
               evaluate_fn=lambda model: {"lenient_f1": 1.0})
 
 
-def test_output_dir_in_use_is_refused_and_stale_locks_taken_over(tmp_path):
+LOCK_HOLDER = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_output_dir_in_use_is_refused_and_the_lock_of_a_killed_holder_taken_over(tmp_path, caplog):
+    """Another process holding the lock refuses the run; SIGKILLed, it leaves the file but not the lock."""
     lock = tmp_path / LOCK_NAME
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
-        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-        with pytest.raises(OutputDirInUseError, match=str(holder.pid)):
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(OutputDirInUseError, match=f"in use by process {holder.pid}@"):
             train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
         assert json.loads(lock.read_text())["pid"] == holder.pid
         assert not (tmp_path / "checkpoints").exists()
     finally:
         holder.kill()
         holder.wait()
-    result = train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
+    assert json.loads(lock.read_text())["pid"] == holder.pid  # left behind by the killed process
+    with caplog.at_level(logging.WARNING, logger="clinical_prompt.training"):
+        result = train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
     assert len(result.history) == 1 and not lock.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"taking over stale lock {lock} left by process {holder.pid}@{socket.gethostname()}, which is gone"]
+
+
+def test_lock_file_of_a_live_process_that_holds_no_lock_is_stale(tmp_path):
+    """Only the OS lock counts: a pid in the file, even of a live process (a reused pid), does not block."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    result = train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
+    assert len(result.history) == 1 and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_checkpoints_are_synced_before_the_rename_publishes_them(tmp_path, monkeypatch):
+    synced, renamed = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    fd_path = Path("/proc/self/fd")
+    if not fd_path.is_dir():
+        pytest.skip("needs /proc/self/fd to name synced descriptors")
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(Path(os.readlink(fd_path / str(fd)))) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((Path(a), len(synced))) or real_replace(a, b))
+    train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
+    checkpoints = (tmp_path / "checkpoints").resolve()
+    partial, synced_before = next((a, n) for a, n in renamed if a.name == "epoch-1.partial")
+    files = {p.relative_to(checkpoints / "epoch-1") for p in (checkpoints / "epoch-1").rglob("*")}
+    assert COMPLETE_NAME in {f.name for f in files} and len(files) >= 5
+    before = synced[:synced_before]
+    assert {partial.resolve() / f for f in files} | {partial.resolve()} <= set(before)
+    assert checkpoints in synced[synced_before:]  # the rename itself
 
 
 def test_lock_is_held_during_the_run(tmp_path):
@@ -298,7 +338,7 @@ LOG_LINES = [  # every line the loop may write, as the module docstring document
     r"resuming from \S+/checkpoints/epoch-\d+ \(epoch \d+, step \d+\)",
     r"skipping incomplete checkpoint \S+/checkpoints/epoch-\d+",
     r"no complete checkpoint in \S+/checkpoints: starting afresh",
-    r"taking over stale lock \S+/\.lock",
+    r"taking over stale lock \S+/\.lock left by process \d+@\S+, which is gone",
     r"early stopping after epoch \d+: no strict_f1 improvement for \d+ epochs",
     r"epoch \d+ step \d+ loss \d+\.\d{4} lr [0-9.e,+-]+",
     r"epoch \d+ done: train_loss \d+\.\d{4}, metrics (-|strict_f1=\d\.\d{4}), \d+\.\d s",
