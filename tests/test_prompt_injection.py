@@ -16,6 +16,7 @@ from transformers import (
     RobertaConfig,
 )
 
+from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_attention
 from clinical_prompt.prompts.deep import _extend_mask, attach_deep_prompts
 from clinical_prompt.prompts.inputs import embed_with_prompts
 
@@ -49,11 +50,13 @@ CASES = [(name, impl) for name in CONFIGS for impl in ("eager", "sdpa")]
 
 
 def tiny_model(name: str, impl: str = "eager") -> torch.nn.Module:
+    """A seeded tiny encoder; ``impl="sdpa"`` uses transformers' SDPA or, where it has none, ours."""
     torch.manual_seed(0)
-    try:
-        model = AutoModel.from_config(CONFIGS[name](), attn_implementation=impl)
-    except ValueError:  # transformers rejects this attention implementation for the model
-        pytest.skip(f"transformers has no {impl} attention for {name}")
+    config = CONFIGS[name]()
+    ours = impl == "sdpa" and config.model_type in SDPA_SELF_ATTENTION
+    model = AutoModel.from_config(config, attn_implementation="eager" if ours else impl)
+    if ours:
+        use_sdpa_attention(model)
     return model.eval()
 
 

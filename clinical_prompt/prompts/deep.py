@@ -14,13 +14,14 @@ tokens whose keys and values it holds. Text position ids are not touched (the mo
 
 DeBERTa-v2 models with a convolution after the first layer (``conv_kernel_size``, e.g. xlarge) also mix
 neighbouring tokens outside attention, which a prefix does not reach: there the first text token differs from a joint
-run. With activation checkpointing, call ``backward`` inside the context: recomputation runs the hooks again.
+run. Activation checkpointing (``clinical_prompt.backbone.enable_activation_checkpointing``) passes
+:func:`checkpoint_contexts` to ``torch.utils.checkpoint``, so recomputation in backward runs the hooks again.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,7 @@ def _mpnet_bias(backbone: nn.Module) -> Rebuild:
 
 @dataclass(frozen=True)
 class _Architecture:
-    attention: str  # class name of the self-attention module
+    attention: str  # class name of the self-attention module (its subclasses count, see prompts/attention.py)
     key: str
     value: str
     float_mask_is_additive: bool = True  # False: a floating mask holds 1 (attend) / 0, as DeBERTa-v2 reads it
@@ -184,6 +185,13 @@ class _LayerInjection:
         return (context[:, self.prefix_len :], *rest)
 
 
+def layer_prefixes(prompts: Tensor, num_layers: int) -> list[tuple[Tensor, Tensor]]:
+    """Per-layer ``(key, value)`` prefixes ``[batch, P, kv_size]`` from deep prompt vectors laid out as the prompt
+    tables hold them, ``[batch, P, num_layers * 2 * kv_size]`` (layer by layer, key before value)."""
+    layers = prompts.unflatten(-1, (num_layers, 2, -1)).unbind(2)
+    return [(layer[:, :, 0], layer[:, :, 1]) for layer in layers]
+
+
 class DeepPromptHandle:
     """Deep-prompt access to one backbone; get it from :func:`attach_deep_prompts`."""
 
@@ -192,7 +200,7 @@ class DeepPromptHandle:
         self.layers = layers
         self._architecture = architecture
         self._rebuild = architecture.rebuild(backbone) if architecture.rebuild else None
-        self._active = False
+        self._state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None] | None = None  # set while active
 
     @property
     def num_layers(self) -> int:
@@ -213,18 +221,33 @@ class DeepPromptHandle:
         too. The backbone takes the text's own attention mask.
         """
         self._check(past, prefix_mask)
-        if self._active:
+        if self._state is not None:
             raise RuntimeError("deep prompts are already active on this backbone")
         hooks = []
         try:
             for site, (key, value) in zip(self.layers, past):
                 hooks += _LayerInjection(self, site, key, value, prefix_mask).install()
-            self._active = True
+            self._state = (past, prefix_mask)
             yield
         finally:
             for hook in hooks:
                 hook.remove()
-            self._active = False
+            self._state = None
+
+    def checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """``context_fn`` of a non-reentrant ``torch.utils.checkpoint``: the recomputation in backward runs with the
+        prefixes active in forward, also when backward runs after the :meth:`prefixes` context has closed."""
+        if self._state is None:
+            return nullcontext(), nullcontext()
+        return nullcontext(), self._recomputing(self._state)
+
+    @contextmanager
+    def _recomputing(self, state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None]) -> Iterator[None]:
+        if self._state is state:  # backward inside the forward's context: the hooks are still there
+            yield
+        else:
+            with self.prefixes(*state):
+                yield
 
     def _check(self, past: Sequence[tuple[Tensor, Tensor]], prefix_mask: Tensor | None) -> None:
         if len(past) != self.num_layers:
@@ -237,6 +260,15 @@ class DeepPromptHandle:
                 raise ValueError(f"deep prompt layer {layer}: key and value must both be {list(shape)}")
         if prefix_mask is not None and prefix_mask.shape != shape[:2]:
             raise ValueError(f"prefix_mask must be {list(shape[:2])}, got {list(prefix_mask.shape)}")
+
+
+def checkpoint_contexts(model: nn.Module) -> tuple[AbstractContextManager, AbstractContextManager]:
+    """``context_fn`` for activation checkpointing of ``model``: see :meth:`DeepPromptHandle.checkpoint_contexts`;
+    two empty contexts while no deep prompts are attached to ``model`` (or its base model) or active."""
+    handle = model.__dict__.get("_deep_prompt_handle") or getattr(model, "base_model", model).__dict__.get(
+        "_deep_prompt_handle"
+    )
+    return handle.checkpoint_contexts() if handle is not None else (nullcontext(), nullcontext())
 
 
 def attach_deep_prompts(backbone: nn.Module) -> DeepPromptHandle:
@@ -257,7 +289,7 @@ def attach_deep_prompts(backbone: nn.Module) -> DeepPromptHandle:
     layers = [
         AttentionSite(module, getattr(module, architecture.key), getattr(module, architecture.value))
         for module in backbone.modules()
-        if type(module).__name__ == architecture.attention
+        if any(cls.__name__ == architecture.attention for cls in type(module).__mro__)  # or its SDPA subclass
     ]
     if len(layers) != backbone.config.num_hidden_layers:
         raise ValueError(
