@@ -3,7 +3,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+RECIPE_COMMANDS = {
+    "train": "train one extractor from a recipe config, save it, score it on the test split",
+    "fewshot": "learning curves: training sizes x strategies x seeds (table and plot)",
+    "transfer": "train on one corpus, score in-domain and on another corpus (table and plot)",
+    "compare": "the grid of strategies x backbones x corpora (table and plot)",
+    "shape": "the soft prompt shape study: F1 against trainable parameters (table and plot)",
+}
+
+
+class _UsageError(ValueError):
+    """Arguments that parse but do not go together."""
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
+    """A recipe's arguments: ``--config``, ``--print-config`` and the ``key=value`` overrides."""
+    parser.add_argument("--config", required=config_required, help="the recipe's YAML config")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides of config values, e.g. training.epochs=3 'fewshot.sizes=[5,10]'")
 
 
 def _corpus_stats(args: argparse.Namespace) -> int:
@@ -19,9 +39,25 @@ def _corpus_align(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        if any(value is not None for value in (args.gold, args.pred, args.schema, args.json)):
+            raise _UsageError("evaluate --config takes its paths from the config; leave out --gold, --pred, "
+                              "--schema and --json")
+        return _recipe("evaluate")(args)
+    if args.gold is None or args.pred is None or args.overrides:
+        raise _UsageError("evaluate needs --gold DIR --pred DIR, or --config FILE [key=value ...]")
     from clinical_prompt.evaluation.n2c2 import run_evaluate
 
     return run_evaluate(args.gold, args.pred, args.schema, args.json)
+
+
+def _recipe(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from clinical_prompt.recipes.cli import run_recipe_command
+
+        return run_recipe_command(name, args)
+
+    return run
 
 
 def _adapter_size(args: argparse.Namespace) -> int:
@@ -41,6 +77,35 @@ def _card(args: argparse.Namespace) -> int:
 
     print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license)}")
     return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from clinical_prompt.hub import push_to_hub
+
+    url = push_to_hub(args.directory, args.repo_id, private=args.private or None, revision=args.revision,
+                      token=args.token, endpoint=args.endpoint)
+    print(f"pushed {args.directory} to {args.repo_id}: {url}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from clinical_prompt.extract_notes import run_extract
+
+    if args.batch_size < 1:
+        raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return run_extract(args.base, args.adapter, args.input, args.output, args.adapter_for or (),
+                       batch_size=args.batch_size)
+
+
+def _pair(left: str, right: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse type for ``LEFT=RIGHT`` values, split at the first ``=``."""
+    def parse(value: str) -> tuple[str, str]:
+        first, sign, second = value.partition("=")
+        if not sign or not first or not second:
+            raise argparse.ArgumentTypeError(f"expected {left}={right}, got {value!r}")
+        return first, second
+
+    return parse
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -70,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     align.set_defaults(run=_corpus_align)
 
     evaluate = commands.add_parser("evaluate", help="n2c2 strict and lenient micro-F1 of BRAT predictions")
-    evaluate.add_argument("--gold", required=True, help="directory of gold BRAT files")
-    evaluate.add_argument("--pred", required=True, help="directory of predicted BRAT files")
+    evaluate.add_argument("--gold", help="directory of gold BRAT files")
+    evaluate.add_argument("--pred", help="directory of predicted BRAT files")
     evaluate.add_argument("--schema", help="map both sides onto this schema first")
     evaluate.add_argument("--json", help="also write the scores to this JSON file")
+    add_recipe_arguments(evaluate, config_required=False)  # --config: the evaluate recipe on a trained model
     evaluate.set_defaults(run=_evaluate)
 
     size = commands.add_parser("adapter-size", help="trainable parameters and adapter bytes of every prompt shape")
@@ -88,6 +154,28 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--license", default="other")
     card.set_defaults(run=_card)
 
+    push = commands.add_parser("push", help="upload a saved extractor and its model card to the Hugging Face Hub")
+    push.add_argument("directory", help="a directory written by save_pretrained, with its README.md card")
+    push.add_argument("--repo-id", required=True, help="the model repository, ORG/NAME; created where missing")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", help="branch to commit to (created where missing; default: main)")
+    push.add_argument("--token", help="hub token with write access (default: HF_TOKEN or the stored login)")
+    push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    push.set_defaults(run=_push)
+
+    extract = commands.add_parser("extract", help="extract notes (.txt) with adapters on one shared base, one .ann each")
+    extract.add_argument("--base", required=True, help="the adapters' base model: hub id, folder or minilm")
+    extract.add_argument("--adapter", required=True, action="append", type=_pair("NAME", "DIR"), metavar="NAME=DIR",
+                         help="a soft-prompt-frozen adapter directory and its name (repeat for several)")
+    extract.add_argument("--input", required=True, nargs="+", metavar="DIR_OR_FILE",
+                         help="note files, or directories searched for *.txt")
+    extract.add_argument("--output", required=True, help="directory for the .ann files (same relative paths)")
+    extract.add_argument("--adapter-for", action="append", type=_pair("FILE_GLOB", "NAME"), metavar="FILE_GLOB=NAME",
+                         help="notes whose path (relative to its input directory) matches go to adapter NAME; "
+                              "the first match wins (needed with several adapters)")
+    extract.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    extract.set_defaults(run=_extract)
+
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
     quickstart.add_argument("--output-dir", default="clinical-prompt-output")
     quickstart.add_argument("--corpus", help="BRAT folder (default: the bundled MACCROBAT corpus)")
@@ -97,20 +185,34 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--train-documents", type=int, help="documents to train on (default 30)")
     quickstart.add_argument("--test-documents", type=int, help="held-out documents, the last by name (default 20)")
     quickstart.set_defaults(run=_quickstart)
+
+    for name, help_text in RECIPE_COMMANDS.items():
+        recipe = commands.add_parser(name, help=help_text, description=f"{help_text}; see recipes/configs/")
+        add_recipe_arguments(recipe)
+        recipe.set_defaults(run=_recipe(name))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clinical-prompt`` console script; input problems exit with status 2 and one message."""
     args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args.run(args))
+
+
+def run_guarded(run: Callable[[], int]) -> int:
+    """``run()``; an input problem ends with one line ``clinical-prompt: error: ...`` and exit status 2."""
     from clinical_prompt.brat import BratFormatError
+    from clinical_prompt.extract_notes import NoteSelectionError
     from clinical_prompt.extractors import ExtractorFormatError
+    from clinical_prompt.hub import PushError
     from clinical_prompt.prompts import AdapterCompatibilityError, AdapterFormatError
+    from clinical_prompt.recipes.config import ConfigError
     from clinical_prompt.schema import SchemaError
 
-    input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError)
+    input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError,
+                    PushError, ConfigError, _UsageError, NoteSelectionError)
     try:
-        return args.run(args)
+        return run()
     except (*input_errors, OSError) as error:
         print(f"clinical-prompt: error: {error}", file=sys.stderr)
         return 2

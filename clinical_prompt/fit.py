@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from clinical_prompt.brat import Document
+from clinical_prompt.distributed import extract_documents
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import Extractor
 from clinical_prompt.strategies import get_strategy
@@ -14,8 +15,9 @@ RATE_NAMES = ("backbone", "head", "prompt")
 
 def dev_scores(extractor: Extractor, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
     """End-to-end micro-F1 of ``extractor`` on gold ``documents``: ``strict_f1`` and ``lenient_f1`` (concepts),
-    ``relation_strict_f1`` and ``relation_lenient_f1``."""
-    predictions = extractor.extract(documents, batch_size=batch_size)
+    ``relation_strict_f1`` and ``relation_lenient_f1``. Under several processes each predicts a shard of the
+    documents (:func:`clinical_prompt.distributed.extract_documents`)."""
+    predictions = extract_documents(extractor, documents, batch_size=batch_size).documents
     result = evaluate_documents({d.doc_id: d for d in documents}, {d.doc_id: d for d in predictions})
     return {
         "strict_f1": result["concepts"]["strict"]["micro"]["f1"],
@@ -37,8 +39,10 @@ def fit(
     """Train ``extractor`` on mapped ``train_docs`` with :func:`clinical_prompt.training.train`.
 
     Rates are the strategy's defaults (``backbone``, ``head``, ``prompt``), each replaceable in ``learning_rates``;
-    ``training_config.weight_decay`` applies to every group. With ``dev_docs``, each evaluation runs
-    :func:`dev_scores` (``training_config.metric_for_best`` picks one of its keys).
+    ``training_config.weight_decay`` applies to every group. With ``dev_docs``, each evaluation first fits the
+    extractor's decoding settings to them (:meth:`Extractor.calibrate`, e.g. the MRC threshold), then runs
+    :func:`dev_scores` (``training_config.metric_for_best`` picks one of its keys); the settings are fitted once more
+    to the weights kept at the end.
     """
     rates = get_strategy(extractor.strategy).learning_rates()
     for name, rate in (learning_rates or {}).items():
@@ -56,9 +60,10 @@ def fit(
     rows = extractor.training_rows(train_docs)  # a list of row dicts is a map-style dataset
 
     def evaluate_fn(model: Extractor) -> dict[str, float]:
+        model.calibrate(dev_docs, batch_size=eval_batch_size)
         return dev_scores(model, dev_docs, batch_size=eval_batch_size)
 
-    return train(
+    result = train(
         extractor,
         rows,
         config=training_config,
@@ -66,3 +71,6 @@ def fit(
         param_groups=groups,
         evaluate_fn=evaluate_fn if dev_docs else None,
     )
+    if dev_docs:
+        extractor.calibrate(dev_docs, batch_size=eval_batch_size)
+    return result

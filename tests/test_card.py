@@ -12,21 +12,14 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from clinical_prompt.brat import Document, Entity, Relation
-from conftest import save_tiny_bert
+from conftest import MEDICATION_VOCAB, medication_schema, save_tiny_bert
 from clinical_prompt.card import MINILM_HUB_ID, TEMPLATE, render_card, training_data_summary, write_card
 from clinical_prompt.evaluation.n2c2 import evaluate_documents
 from clinical_prompt.extractors import ExtractorFormatError, build_extractor
 from clinical_prompt.prompts import ClinicalPromptConfig
-from clinical_prompt.schema import TaskSchema
 
 REPO = Path(__file__).resolve().parents[1]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", "what", "is", "the", "drug", "dosage", "of", "?"]
-SCHEMA = TaskSchema.from_dict({
-    "name": "synthetic-medication",
-    "concepts": [{"name": "Drug", "query": "What is the drug?"}, {"name": "Dosage", "query": "What is the dosage?"}],
-    "relations": [{"name": "Dosage-Drug", "head": "Drug", "tails": ["Dosage"], "query": "What is the dosage of {head}?",
-                   "head_arg": "Arg2"}],
-})
+SCHEMA = medication_schema()
 SENTINEL = "ZEBRAQUOKKA"
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")
 
@@ -34,8 +27,8 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) and a WordPiece tokenizer over the query words, as a folder."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), VOCAB, hidden_size=32, num_attention_heads=2,
-                          max_position_embeddings=64)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), MEDICATION_VOCAB, hidden_size=32,
+                          num_attention_heads=2, max_position_embeddings=64)
 
 
 def saved(tiny_backbone: Path, directory: Path, strategy: str = "soft-prompt-frozen", *,
@@ -208,3 +201,66 @@ def test_write_card_writes_the_readme_atomically(tiny_backbone: Path, tmp_path: 
 def test_the_template_is_package_data_of_the_repository_file() -> None:
     assert TEMPLATE.is_file()
     assert Path(str(TEMPLATE)).resolve() == REPO / "model_cards" / "adapter_card.md.j2"
+
+
+# --- acceptance: every strategy's card, and a card of an extractor trained on notes ---------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["soft-prompt-frozen", "soft-prompt", "hard-prompt", "finetune"])
+def test_every_strategy_card_has_valid_metadata_and_no_local_path(tiny_backbone: Path, tmp_path: Path,
+                                                                  strategy: str) -> None:
+    directory = tmp_path / "hospital-a" / "adapter"
+    saved(tiny_backbone, directory, strategy, base_model_id="org/clinical-bert")
+    loaded = ModelCard.load(write_card(directory, license="apache-2.0"))
+    assert header(loaded) == {
+        "library_name": "peft",
+        "base_model": "org/clinical-bert",
+        "license": "apache-2.0",
+        "tags": ["clinical", "information-extraction", "prompt-tuning", strategy, "clinical-prompt"],
+    }
+    assert loaded.data.library_name == "peft" and loaded.data.base_model == "org/clinical-bert"
+    assert loaded.data.license == "apache-2.0" and strategy in loaded.data.tags
+    for local in (directory, tiny_backbone, tmp_path):
+        assert str(local) not in loaded.content
+    assert not ABSOLUTE_PATH.search(loaded.content), ABSOLUTE_PATH.search(loaded.content)
+
+
+def sentinel_notes(count: int) -> list[Document]:
+    """Notes whose ids, text and drug mentions carry the sentinel word."""
+    notes = []
+    text = f"Take {SENTINEL} 10 mg daily. {SENTINEL} was stopped."
+    first, dose, second = text.index(SENTINEL), text.index("10 mg"), text.rindex(SENTINEL)
+    for i in range(count):
+        notes.append(Document(f"{SENTINEL}-note-{i}", text, entities={
+            "T1": entity("T1", "Drug", first, first + len(SENTINEL), text),
+            "T2": entity("T2", "Dosage", dose, dose + len("10 mg"), text),
+            "T3": entity("T3", "Drug", second, second + len(SENTINEL), text)},
+            relations={"R1": Relation("R1", "Dosage-Drug", "T2", "T1")}))
+    return notes
+
+
+@pytest.mark.parametrize("strategy", ["soft-prompt-frozen", "hard-prompt"])
+def test_an_extractor_trained_on_notes_has_a_card_without_note_text(tiny_backbone: Path, tmp_path: Path,
+                                                                    strategy: str) -> None:
+    from clinical_prompt.fit import fit
+    from clinical_prompt.training import TrainingConfig
+
+    notes = sentinel_notes(4)
+    assert all(SENTINEL in note.text and SENTINEL in note.doc_id for note in notes)
+    torch.manual_seed(0)
+    extractor = build_extractor(strategy, SCHEMA, str(tiny_backbone), max_length=32)
+    config = TrainingConfig(output_dir=tmp_path / "run", num_epochs=1, per_device_batch_size=4, mixed_precision="no",
+                            seed=0, eval_every_epoch=False, save_every_epoch=False, load_best_at_end=False)
+    fit(extractor, notes[:3], notes[3:], config)
+    predictions = extractor.extract(notes[3:])
+    metrics = evaluate_documents({d.doc_id: d for d in notes[3:]}, {d.doc_id: d for d in predictions})
+    directory = tmp_path / "adapter"
+    extractor.save_pretrained(directory, base_model_id="org/clinical-bert")
+    card = write_card(directory, metrics=metrics, training_data=training_data_summary("site-a", notes[:3]))
+    text = card.read_text(encoding="utf-8")
+    assert "Trained on **site-a** (documents: 3, concepts: 9, relations: 3)." in text
+    assert "evaluation documents: 1." in text
+    assert SENTINEL.lower() not in text.lower()
+    assert ModelCard(text).data.library_name == "peft"
+    saved_files = [p for p in directory.rglob("*") if p.is_file()]
+    assert not [p.name for p in saved_files if SENTINEL.lower().encode() in p.read_bytes().lower()]

@@ -25,6 +25,7 @@ from clinical_prompt.corpus import (
     tokenize_text,
     train_dev_split,
 )
+from clinical_prompt.corpus.alignment import snap_to_words
 from clinical_prompt.corpus.report import STRUCTURAL_LOSSES, alignment_report
 from clinical_prompt.corpus.windows import document_units, pack_windows, window_around
 from clinical_prompt.schema import ConceptType, RelationType, TaskSchema, load_schema
@@ -437,3 +438,16 @@ def test_real_corpus_relation_examples(shared_data, tokenizer, folder, schema_na
     relations = sum(len(doc.relations) for doc in docs)
     print(f"\n{folder}: {labelled} of {relations} relation tails labelled in {len(rows)} examples")
     assert labelled >= 0.97 * relations
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), [
+    (8, 11, "warfarin"),       # a tagged first piece
+    (11, 16, "warfarin"),      # a tagged last piece
+    (8, 16, "warfarin"),       # already whole
+    (21, 25, "10mg"),          # digits and letters are one word
+    (30, 33, "beta"),          # a hyphen ends a word
+])
+def test_spans_snap_to_whole_words(start: int, end: int, expected: str) -> None:
+    text = "Stopped warfarin and 10mg of beta-blockers."
+    snapped = snap_to_words(text, start, end)
+    assert text[slice(*snapped)] == expected

@@ -5,6 +5,7 @@ it predicts.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -22,9 +23,9 @@ from clinical_prompt.extractors import (
     build_extractor,
     load_extractor,
 )
-from clinical_prompt.extractors.mrc import _word_masks, sample_negatives
+from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, sample_negatives
 from conftest import save_tiny_bert
-from clinical_prompt.fit import fit
+from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
 
@@ -53,6 +54,7 @@ RATES = {  # a tiny random backbone needs far larger rates than a pretrained one
     "soft-prompt-frozen": {"head": 1e-2, "prompt": 3e-2},
 }
 EPOCHS = {"hard-prompt": 12, "soft-prompt": 12, "soft-prompt-frozen": 8}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_document(doc_id: str, rng: random.Random) -> Document:
@@ -98,15 +100,6 @@ def synthetic_corpus(size: int, seed: int) -> list[Document]:
 
 def bare(doc: Document) -> Document:
     return Document(doc.doc_id, doc.text)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and those spin badly on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -378,9 +371,26 @@ def test_negative_ratio_thins_the_concept_rows(tiny_backbone) -> None:
     thin = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64, negative_ratio=0.0)
     full_rows, thin_rows = full.training_rows(docs), thin.training_rows(docs)
     assert [row for row in thin_rows if row["span_labels"]] == [row for row in full_rows if row["span_labels"]]
-    empty_concept_rows = [row for row in full_rows if not row["span_labels"] and "head_id" not in row]
-    assert empty_concept_rows
-    assert len(thin_rows) == len(full_rows) - len(empty_concept_rows)
+    empty = [row for row in full_rows if not row["span_labels"]]
+    assert {"head_id" in row for row in empty} == {True, False}  # concept and relation rows without an answer
+    assert len(thin_rows) == len(full_rows) - len(empty)
+
+
+def test_calibration_keeps_the_dev_threshold_with_the_best_concept_f1(tiny_backbone, dev_docs, tmp_path) -> None:
+    torch.manual_seed(0)
+    extractor = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
+    config = TrainingConfig(output_dir=tmp_path, num_epochs=1, per_device_batch_size=8, mixed_precision="no",
+                            eval_every_epoch=False, save_every_epoch=False)
+    fit(extractor, synthetic_corpus(16, seed=0), None, config, learning_rates=RATES["hard-prompt"])  # half-trained
+    extractor.relation_questions = lambda predictions: []  # concepts only
+    chosen = extractor.calibrate(dev_docs)["threshold"]
+    assert extractor.settings.threshold == chosen
+    scores = {}
+    for threshold in THRESHOLD_GRID:
+        extractor.settings = dataclasses.replace(extractor.settings, threshold=threshold)
+        scores[threshold] = dev_scores(extractor, dev_docs)["strict_f1"]
+    assert len(set(scores.values())) > 1, scores  # the choice matters on this dev set
+    assert chosen == max(THRESHOLD_GRID, key=lambda t: (scores[t], t)), scores
 
 
 def test_a_frozen_adapter_holds_no_note_text(trained, tmp_path) -> None:

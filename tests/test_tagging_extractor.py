@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ DRUGS = ["aspirin", "ibuprofen", "metformin", "lisinopril", "warfarin", "insulin
 DOSES = ["10 mg", "200 mg", "5 ml", "2 tablets", "1 puff", "40 units"]
 TEMPLATES = ["Take {drug} {dose} daily.", "Give {dose} of {drug} at night.", "Started {drug} {dose} twice a day.",
              "Continue {drug} {dose} as needed."]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_document(doc_id: str, rng: random.Random, sentences: int = 3) -> Document:
@@ -60,16 +60,6 @@ def scores(extractor: TaggingExtractor, documents: list[Document]) -> tuple[floa
     predicted = extractor.extract(documents, batch_size=8)
     result = evaluate_documents({d.doc_id: d for d in documents}, {d.doc_id: d for d in predicted})
     return result["concepts"]["strict"]["micro"]["f1"], result["relations"]["strict"]["micro"]["f1"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A model this small gains nothing from a second thread, and threaded kernels slow down many fold on a busy
-    2-core machine (measured: 17 s instead of 0.3 s for one extraction pass)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from clinical_prompt.corpus.examples import (
 from clinical_prompt.corpus.report import TypeAlignment, alignment_report, format_alignment_report
 from clinical_prompt.corpus.sampling import sample_documents, sample_sentences, train_dev_split
 from clinical_prompt.corpus.sentences import sentence_documents, split_sentences
+from clinical_prompt.corpus.splits import hold_out, load_split, read_mapped
 from clinical_prompt.corpus.windows import Window, document_units, pack_windows, sentence_units, window_around
 
 __all__ = [
@@ -33,7 +34,10 @@ __all__ = [
     "decode_start_end",
     "document_units",
     "format_alignment_report",
+    "hold_out",
+    "load_split",
     "pack_windows",
+    "read_mapped",
     "sample_documents",
     "sample_sentences",
     "sentence_documents",

@@ -38,6 +38,21 @@ def token_span_to_char_span(offsets: Sequence[Sequence[int]], first: int, last: 
     return offsets[first][0], offsets[last][1]
 
 
+def inside_word(text: str, position: int) -> bool:
+    """Whether ``position`` (a cut before ``text[position]``) falls between two letters or digits."""
+    return 0 < position < len(text) and text[position - 1].isalnum() and text[position].isalnum()
+
+
+def snap_to_words(text: str, start: int, end: int) -> Span:
+    """``[start, end)`` widened to whole words: an end that cuts a word (see :func:`inside_word`) moves to its edge,
+    so ``war`` of ``warfarin`` becomes ``warfarin`` (``10mg`` is one word, ``beta-blockers`` two)."""
+    while inside_word(text, start):
+        start -= 1
+    while inside_word(text, end):
+        end += 1
+    return start, end
+
+
 @dataclass(frozen=True)
 class TokenizedText:
     """Token ids of a whole text (no special tokens) with each token's char offsets, whitespace trimmed."""

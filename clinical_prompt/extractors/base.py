@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,14 @@ from torch import Tensor, nn
 
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
+from clinical_prompt.prompts.model import PICKLE_SUFFIXES, AdapterFormatError, inside
 from clinical_prompt.schema import RelationType, TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 
 __all__ = [
     "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
     "ExtractorFormatError", "length_batches", "pad_encoder_inputs", "pad_rows", "read_extractor_meta", "read_json", "save_backbone",
+    "saved_backbone",
 ]
 
 EXTRACTOR_FILE = "extractor.json"
@@ -69,6 +71,11 @@ class Extractor(nn.Module, ABC):
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """One predicted Document per input (same ``doc_id`` and text): entities ``T1..`` and relations ``R1..``."""
 
+    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
+        """Fit decoding settings to gold ``documents`` (e.g. a dev set) and return the values chosen; extractors
+        without such settings keep everything and return ``{}``."""
+        return {}
+
     @abstractmethod
     def save_pretrained(self, directory: str | os.PathLike, *, base_model_id: str | None = None) -> None:
         """Write the extractor to ``directory`` (safetensors, no local paths)."""
@@ -84,9 +91,10 @@ class Extractor(nn.Module, ABC):
 
 
 def read_json(path: Path) -> Any:
-    """The JSON content of ``path``; ``ExtractorFormatError`` naming the file when missing or invalid."""
+    """The JSON content of ``path``; ``ExtractorFormatError`` naming the file when missing or invalid,
+    ``AdapterFormatError`` when it leads outside its folder."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(inside(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExtractorFormatError(f"{path}: missing; is this a directory written by save_pretrained?") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -105,6 +113,37 @@ def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def saved_backbone(directory: Path) -> Path:
+    """The ``backbone/`` folder of a saved extractor, once every entry in it is known to lie inside ``directory``
+    (no ``..``, no symbolic link leading out, also among the shards an index names) and its weights to be
+    safetensors; load it with ``use_safetensors=True``, so that a pickle beside them is never read.
+
+    Raises:
+        AdapterFormatError: naming the entry, or the pickles where no safetensors weights are found.
+    """
+    folder = inside(directory / BACKBONE_DIR, directory)
+    for root, folders, files in os.walk(folder):
+        for name in folders + files:
+            inside(Path(root) / name, directory)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        content = read_json(index)
+        weight_map = content.get("weight_map") if isinstance(content, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
+            raise AdapterFormatError(f"{index}: weight_map must map tensor names to shard file names")
+        for name in set(weight_map.values()):
+            inside(folder / name, folder)
+    elif not (folder / "model.safetensors").is_file():
+        pickles = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise AdapterFormatError(
+                f"{', '.join(pickles)}: pickle weights are never loaded (unpickling can run code); save the backbone "
+                "with safe_serialization=True"
+            )
+        raise AdapterFormatError(f"{folder}: holds no model.safetensors; is this a directory written by save_pretrained?")
+    return folder
 
 
 def read_extractor_meta(directory: str | os.PathLike) -> tuple[dict, Strategy]:
@@ -135,11 +174,14 @@ def pad_encoder_inputs(rows: Sequence[dict], pad_token_id: int) -> dict[str, Ten
     return batch
 
 
-def length_batches(rows: Sequence[dict], batch_size: int) -> Iterator[list[int]]:
-    """Row indices in batches of ``batch_size``, rows of similar length together (less padding)."""
+def length_batches(
+    rows: Sequence[dict], batch_size: int, key: Callable[[int], Any] | None = None
+) -> Iterator[list[int]]:
+    """Row indices in batches of ``batch_size``, rows of similar length together (less padding); ``key(index)``
+    orders the rows instead of their length."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    order = sorted(range(len(rows)), key=key or (lambda i: len(rows[i]["input_ids"])))
     for begin in range(0, len(order), batch_size):
         yield order[begin : begin + batch_size]
 

@@ -29,22 +29,23 @@ import dataclasses
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
-from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
-from clinical_prompt.backbone import load_tokenizer, public_model_id, resolve_backbone
-from clinical_prompt.brat import Document
+from clinical_prompt.backbone import load_backbone, load_tokenizer, public_model_id
+from clinical_prompt.brat import Document, Span
 from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
+from clinical_prompt.corpus.alignment import inside_word
 from clinical_prompt.corpus.examples import HeadMarking
+from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import (
     BACKBONE_DIR,
     EXTRACTOR_FILE,
@@ -59,9 +60,12 @@ from clinical_prompt.extractors.base import (
     pad_rows,
     read_json,
     save_backbone,
+    saved_backbone,
 )
 from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
-from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
+from clinical_prompt.prompts import AdapterFormatError, ClinicalPromptConfig, PromptedEncoder
+from clinical_prompt.prompts.config import check_field_types
+from clinical_prompt.prompts.model import CONFIG_NAME, read_adapter_config, read_safetensors
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 from clinical_prompt.training import default_param_groups
@@ -70,6 +74,9 @@ KIND = "mrc"
 HEADS_FILE = "heads.safetensors"
 HEADS_PREFIX = "heads."
 DEFAULT_VIRTUAL_TOKENS = 16
+THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+PROMPT_SHARING = ("per-type", "shared")
+SHARED_BLOCK = "shared"
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ class MrcSettings:
     ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
     and match probabilities; ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
     ``negative_ratio``: training keeps at most this many concept rows without a gold span per row with one
-    (``None``: all).
+    (``None``: all). ``prompt_sharing`` (soft prompts): ``"per-type"``, one prompt block per query type in place of
+    the query, or ``"shared"``, one block for every query, the rows keeping the hard query so the type stays known.
     """
 
     max_length: int = 256
@@ -92,6 +100,7 @@ class MrcSettings:
     max_span_len: int | None = 32
     head_dropout: float = 0.3
     negative_ratio: float | None = None
+    prompt_sharing: Literal["per-type", "shared"] = "per-type"
 
     def __post_init__(self) -> None:
         if self.head_marking not in ("markers", "segment"):
@@ -108,6 +117,8 @@ class MrcSettings:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.negative_ratio is not None and self.negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0 or None, got {self.negative_ratio}")
+        if self.prompt_sharing not in PROMPT_SHARING:
+            raise ValueError(f"prompt_sharing must be 'per-type' or 'shared', got {self.prompt_sharing!r}")
 
 
 def sample_negatives(rows: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
@@ -124,16 +135,29 @@ def query_types(schema: TaskSchema) -> list[str]:
     return [*schema.concept_names, *schema.relation_names]
 
 
-def mrc_prompt_config(schema: TaskSchema, config: ClinicalPromptConfig | None = None) -> ClinicalPromptConfig:
-    """``config`` with one prompt block per query type of ``schema``; by default deep prompts of 16 virtual tokens,
-    each block seeded from its hard query (relation queries with the head type's name as the head mention)."""
-    blocks = query_types(schema)
+def prompt_block_names(schema: TaskSchema, sharing: str = "per-type") -> list[str]:
+    """The prompt blocks of ``schema``: one per query type (``"per-type"``) or the one ``"shared"`` block."""
+    return [SHARED_BLOCK] if sharing == "shared" else query_types(schema)
+
+
+def query_texts(schema: TaskSchema, sharing: str = "per-type") -> dict[str, str]:
+    """The text seeding each prompt block (``prompt_init="query"``): its hard query, relation queries with the head
+    type's name as the head mention; a shared block takes every query in turn."""
+    texts = {c.name: c.query for c in schema.concepts} | {r.name: r.format_query(r.head) for r in schema.relations}
+    return {SHARED_BLOCK: " ".join(texts.values())} if sharing == "shared" else texts
+
+
+def mrc_prompt_config(
+    schema: TaskSchema, config: ClinicalPromptConfig | None = None, sharing: str = "per-type"
+) -> ClinicalPromptConfig:
+    """``config`` with the prompt blocks of ``schema`` (:func:`prompt_block_names`); by default deep prompts of 16
+    virtual tokens, each block seeded from its query text (:func:`query_texts`)."""
+    blocks = prompt_block_names(schema, sharing)
     if config is not None:
         return dataclasses.replace(config, prompt_blocks=blocks)
-    texts = {c.name: c.query for c in schema.concepts} | {r.name: r.format_query(r.head) for r in schema.relations}
     return ClinicalPromptConfig(
         num_virtual_tokens=DEFAULT_VIRTUAL_TOKENS, depth="deep", prompt_blocks=blocks, prompt_init="query",
-        prompt_init_texts=texts,
+        prompt_init_texts=query_texts(schema, sharing),
     )
 
 
@@ -158,26 +182,20 @@ class HardPromptEncoder(nn.Module):
         return self.backbone(**inputs).last_hidden_state
 
 
-def load_backbone(name_or_path: str | os.PathLike) -> nn.Module:
-    """An encoder from the hub, a folder or ``"minilm"``, without its pooler (no MRC use, and unused parameters
-    stall distributed training)."""
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(resolve_backbone(name_or_path))
-    if getattr(model, "pooler", None) is not None:
-        model.pooler = None
-    return model
-
-
-def _inside_word(text: str, position: int) -> bool:
-    """Whether ``position`` (a cut before ``text[position]``) falls between two letters or digits."""
-    return 0 < position < len(text) and text[position - 1].isalnum() and text[position].isalnum()
+def predictions_for(documents: Sequence[Document]) -> dict[str, DocumentPredictions]:
+    """Empty predictions of each document by ``doc_id``, in input order; ``ValueError`` for a repeated id."""
+    predictions: dict[str, DocumentPredictions] = {}
+    for doc in documents:
+        if doc.doc_id in predictions:
+            raise ValueError(f"document id {doc.doc_id!r} occurs more than once")
+        predictions[doc.doc_id] = DocumentPredictions(doc)
+    return predictions
 
 
 def _word_masks(text: str, offsets: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
     """Per token: whether it starts a word and whether it ends one (0 for tokens outside the context)."""
-    starts = [int(end > start and not _inside_word(text, start)) for start, end in offsets]
-    ends = [int(end > start and not _inside_word(text, end)) for start, end in offsets]
+    starts = [int(end > start and not inside_word(text, start)) for start, end in offsets]
+    ends = [int(end > start and not inside_word(text, end)) for start, end in offsets]
     return starts, ends
 
 
@@ -207,13 +225,17 @@ class MrcExtractor(Extractor):
             raise ValueError(f"strategy {spec.name!r} needs a {needed}")
         if not isinstance(encoder.heads, SpanHead):
             raise ValueError("the encoder's heads must be the SpanHead")
-        if spec.uses_soft_prompts and encoder.config.prompt_blocks != query_types(schema):
-            raise ValueError(f"prompt blocks {encoder.config.prompt_blocks} are not the schema's {query_types(schema)}")
+        settings = settings or MrcSettings()
+        if not spec.uses_soft_prompts and settings.prompt_sharing != "per-type":
+            raise ValueError(f"strategy {spec.name!r} has no prompt blocks to share")
+        blocks = prompt_block_names(schema, settings.prompt_sharing)
+        if spec.uses_soft_prompts and encoder.config.prompt_blocks != blocks:
+            raise ValueError(f"prompt blocks {encoder.config.prompt_blocks} are not the schema's {blocks}")
         self.schema = schema
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.strategy = spec.name
-        self.settings = settings or MrcSettings()
+        self.settings = settings
         self.backbone_id = backbone_id
         if spec.freeze_backbone:
             encoder.backbone.requires_grad_(False)
@@ -236,7 +258,8 @@ class MrcExtractor(Extractor):
         tokenizer = load_tokenizer(backbone)
         head = SpanHead(model.config.hidden_size, mrc_settings.head_dropout, max_span_len=mrc_settings.max_span_len)
         if spec.uses_soft_prompts:
-            encoder = PromptedEncoder(model, mrc_prompt_config(schema, prompt_config), head, tokenizer=tokenizer)
+            config = mrc_prompt_config(schema, prompt_config, mrc_settings.prompt_sharing)
+            encoder = PromptedEncoder(model, config, head, tokenizer=tokenizer)
         elif prompt_config is not None:
             raise ValueError(f"strategy {spec.name!r} uses no soft prompt; leave prompt_config unset")
         else:
@@ -258,7 +281,7 @@ class MrcExtractor(Extractor):
         soft = self.spec.uses_soft_prompts
         return {
             "max_length": self.settings.max_length,
-            "prompt": "soft" if soft else "hard",
+            "prompt": "soft" if soft and self.settings.prompt_sharing == "per-type" else "hard",
             "num_virtual_tokens": self.encoder.config.num_virtual_tokens if soft else 0,
         }
 
@@ -278,15 +301,17 @@ class MrcExtractor(Extractor):
     def training_rows(self, documents: Sequence[Document]) -> list[dict]:
         """Concept rows (every window x concept type) and relation rows (every gold head x fitting relation type).
 
-        With ``settings.negative_ratio``, concept rows without a gold span are sampled down (see
-        :func:`sample_negatives`): most windows hold no span of a rare type, and those rows cost the most time.
+        With ``settings.negative_ratio``, concept rows without a gold span and relation rows without a gold tail are
+        sampled down, each kind on its own (see :func:`sample_negatives`): most windows hold no span of a rare type
+        and most heads no tail of a given relation type, and those rows cost the most time.
         """
-        concept_rows = self._concept_rows(documents)
+        kinds = [self._concept_rows(documents), self._relation_rows(documents)]
         if self.settings.negative_ratio is not None:
-            concept_rows = sample_negatives(concept_rows, self.settings.negative_ratio)
-        return concept_rows + self._relation_rows(documents)
+            kinds = [sample_negatives(rows, self.settings.negative_ratio) for rows in kinds]
+        return kinds[0] + kinds[1]
 
-    def _inputs(self, rows: Sequence[dict]) -> dict[str, Tensor]:
+    def batch_inputs(self, rows: Sequence[dict]) -> dict[str, Tensor]:
+        """Padded inputs, word and context masks and prompt block ids (soft) of rows, without labels."""
         batch = pad_encoder_inputs(rows, self.tokenizer.pad_token_id)
         width = batch["input_ids"].shape[1]
         batch["word_start_mask"] = pad_rows(rows, "word_start_mask", 0, width)
@@ -296,12 +321,13 @@ class MrcExtractor(Extractor):
              for row in rows], dtype=torch.long,
         )
         if self.spec.uses_soft_prompts:
-            batch["block_ids"] = torch.tensor([row["prompt_id"] for row in rows], dtype=torch.long)
+            shared = self.settings.prompt_sharing == "shared"
+            batch["block_ids"] = torch.tensor([0 if shared else row["prompt_id"] for row in rows], dtype=torch.long)
         return batch
 
     def collate(self, rows: Sequence[dict]) -> dict[str, Tensor]:
         """Padded inputs, word and context masks, prompt block ids (soft) and the start/end/span labels."""
-        batch = self._inputs(rows)
+        batch = self.batch_inputs(rows)
         width = batch["input_ids"].shape[1]
         batch["start_labels"] = (pad_rows(rows, "start_labels", 0, width) == 1).long()
         batch["end_labels"] = (pad_rows(rows, "end_labels", 0, width) == 1).long()
@@ -343,86 +369,149 @@ class MrcExtractor(Extractor):
 
     # --- inference --------------------------------------------------------------------------------------------
 
-    def _decode(self, rows: Sequence[dict], batch_size: int) -> list[list[tuple[int, int]]]:
-        """Decoded document char spans of each row."""
-        spans: list[list[tuple[int, int]]] = [[] for _ in rows]
+    def answer_spans(
+        self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor], threshold: float | None = None
+    ) -> list[list[Span]]:
+        """Document character spans answering each row, from its encoder states ``hidden`` (``[len(rows), T, H]``):
+        the span head, then decoding with this extractor's settings (``threshold`` replaces the settings' one).
+        ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         s = self.settings
+        masks = (inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"])
+        decoded = decode_spans(
+            self.span_head(hidden, *masks), *masks, mode=s.decoding, threshold=s.threshold if threshold is None else threshold,
+            max_span_len=s.max_span_len,
+        )
+        return [
+            [token_span_to_char_span(row["offset_mapping"], first, last) for first, last, _ in row_spans]
+            for row, row_spans in zip(rows, decoded)
+        ]
+
+    def _encoded(self, rows: Sequence[dict], batch_size: int) -> Iterator[tuple[list[int], Tensor, dict[str, Tensor]]]:
+        """``(row indices, encoder states, inputs)`` of each batch of ``rows``, rows of similar length together."""
         batches = length_batches(rows, batch_size)
         for indices in tqdm(batches, total=-(-len(rows) // batch_size), desc="extracting", unit="batch", leave=False):
-            batch = [rows[i] for i in indices]
-            inputs = {name: tensor.to(self.device) for name, tensor in self._inputs(batch).items()}
-            output = self(**inputs)
-            decoded = decode_spans(
-                output, inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"],
-                mode=s.decoding, threshold=s.threshold, max_span_len=s.max_span_len,
+            batch = self.batch_inputs([rows[i] for i in indices])
+            inputs = {name: tensor.to(self.device) for name, tensor in batch.items()}
+            hidden = self.encoder(
+                inputs["input_ids"], inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids"),
+                block_ids=inputs.get("block_ids"),
             )
-            for i, row, row_spans in zip(indices, batch, decoded):
-                spans[i] = [token_span_to_char_span(row["offset_mapping"], first, last) for first, last, _ in row_spans]
+            yield indices, hidden, inputs
+
+    def _decode(self, rows: Sequence[dict], batch_size: int) -> list[list[Span]]:
+        """Decoded document char spans of each row."""
+        spans: list[list[Span]] = [[] for _ in rows]
+        for indices, hidden, inputs in self._encoded(rows, batch_size):
+            for i, row_spans in zip(indices, self.answer_spans([rows[i] for i in indices], hidden, inputs)):
+                spans[i] = row_spans
         return spans
 
-    def _add_relations(self, predictions: list[DocumentPredictions], batch_size: int) -> None:
-        """Ask the relation questions of every entity in ``predictions`` and add the answers."""
+    def concept_questions(self, documents: Sequence[Document]) -> list[dict]:
+        """Rows asking every concept question about the bare text of ``documents`` (their annotations are ignored)."""
+        return self._concept_rows([Document(doc.doc_id, doc.text) for doc in documents])
+
+    def relation_questions(self, predictions: Sequence[DocumentPredictions]) -> list[dict]:
+        """Rows asking the relation questions of every entity in ``predictions``; each keeps its head's key in
+        ``head``."""
         if not self.schema.relations:
-            return
+            return []
         heads = [p.document() for p in predictions]
         rows = self._relation_rows(heads)
-        index = {doc.doc_id: i for i, doc in enumerate(heads)}
+        entities = {doc.doc_id: doc.entities for doc in heads}
+        for row in rows:
+            entity = entities[row["doc_id"]][row["head_id"]]
+            row["head"] = (entity.type, entity.start, entity.end)
+        return rows
+
+    def add_answers(
+        self, predictions: Mapping[str, DocumentPredictions], rows: Sequence[dict], spans: Sequence[list[Span]]
+    ) -> None:
+        """Add the answer spans of concept rows as entities and those of relation rows as relations to their head.
+
+        A relation answer becomes a relation to the predicted entity of a tail type with the same span, in the order
+        of ``RelationType.tails``, else to a new entity of the first tail type.
+        """
         relation_types = {r.name: r for r in self.schema.relations}
-        for row, spans in zip(rows, self._decode(rows, batch_size)):
-            i = index[row["doc_id"]]
-            head_entity = heads[i].entities[row["head_id"]]
-            head: EntityKey = (head_entity.type, head_entity.start, head_entity.end)
+        for row, row_spans in zip(rows, spans):
+            target = predictions[row["doc_id"]]
+            if "head" not in row:
+                for start, end in row_spans:
+                    target.add_entity(row["type"], start, end)
+                continue
+            head: EntityKey = row["head"]
             rtype = relation_types[row["type"]]
-            for start, end in spans:
+            for start, end in row_spans:
                 if (start, end) == head[1:]:
                     continue
-                tail = next((k for k in ((t, start, end) for t in rtype.tails) if predictions[i].has_entity(k)), None)
-                tail = tail or predictions[i].add_entity(rtype.tails[0], start, end)
+                tail = next((k for k in ((t, start, end) for t in rtype.tails) if target.has_entity(k)), None)
+                tail = tail or target.add_entity(rtype.tails[0], start, end)
                 if tail is not None:
-                    predictions[i].add_relation(rtype, head, tail)
+                    target.add_relation(rtype, head, tail)
 
-    def _predictions_for(self, documents: Sequence[Document]) -> list[DocumentPredictions]:
-        seen: set[str] = set()
-        for doc in documents:
-            if doc.doc_id in seen:
-                raise ValueError(f"document id {doc.doc_id!r} occurs more than once")
-            seen.add(doc.doc_id)
-        return [DocumentPredictions(doc) for doc in documents]
+    def _answer(self, predictions: Mapping[str, DocumentPredictions], rows: list[dict], batch_size: int) -> None:
+        self.add_answers(predictions, rows, self._decode(rows, batch_size))
 
     @torch.no_grad()
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """End to end: concepts from the text alone (annotations are ignored), then the relations of the predicted
         entities; ``batch_size`` rows per forward pass."""
-        predictions = self._predictions_for(documents)
+        predictions = predictions_for(documents)
         training = self.training
         self.eval()
         try:
-            bare = [Document(doc.doc_id, doc.text) for doc in documents]
-            rows = self._concept_rows(bare)
-            index = {doc.doc_id: i for i, doc in enumerate(bare)}
-            for row, spans in zip(rows, self._decode(rows, batch_size)):
-                for start, end in spans:
-                    predictions[index[row["doc_id"]]].add_entity(row["type"], start, end)
-            self._add_relations(predictions, batch_size)
+            self._answer(predictions, self.concept_questions(documents), batch_size)
+            self._answer(predictions, self.relation_questions(list(predictions.values())), batch_size)
         finally:
             self.train(training)
-        return [p.document() for p in predictions]
+        return [p.document() for p in predictions.values()]
+
+    @torch.no_grad()
+    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
+        """Set ``settings.threshold`` to the value of :data:`THRESHOLD_GRID` with the best concept strict micro-F1
+        on gold ``documents`` (ties: the higher threshold); the rows are encoded once and decoded at every value.
+
+        The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
+        percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
+        """
+        rows = self.concept_questions(documents)
+        spans: dict[float, list[list[Span]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
+        training = self.training
+        self.eval()
+        try:
+            for indices, hidden, inputs in self._encoded(rows, batch_size):
+                batch = [rows[i] for i in indices]
+                for threshold, decoded in spans.items():
+                    for i, row_spans in zip(indices, self.answer_spans(batch, hidden, inputs, threshold)):
+                        decoded[i] = row_spans
+        finally:
+            self.train(training)
+        gold = {doc.doc_id: doc for doc in documents}
+
+        def strict_f1(threshold: float) -> float:
+            predictions = predictions_for(documents)
+            self.add_answers(predictions, rows, spans[threshold])
+            predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
+            return evaluate_documents(gold, predicted)["concepts"]["strict"]["micro"]["f1"]
+
+        best = max(THRESHOLD_GRID, key=lambda t: (strict_f1(t), t))
+        self.settings = dataclasses.replace(self.settings, threshold=best)
+        return {"threshold": best}
 
     @torch.no_grad()
     def extract_relations(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """Relations among the given entities of ``documents`` (e.g. gold concepts): Documents holding those
         entities (renumbered, discontinuous ones collapsed to outer bounds) and the predicted relations."""
-        predictions = self._predictions_for(documents)
-        for doc, p in zip(documents, predictions):
+        predictions = predictions_for(documents)
+        for doc in documents:
             for entity in doc.entities.values():
-                p.add_entity(entity.type, entity.start, entity.end)
+                predictions[doc.doc_id].add_entity(entity.type, entity.start, entity.end)
         training = self.training
         self.eval()
         try:
-            self._add_relations(predictions, batch_size)
+            self._answer(predictions, self.relation_questions(list(predictions.values())), batch_size)
         finally:
             self.train(training)
-        return [p.document() for p in predictions]
+        return [p.document() for p in predictions.values()]
 
     # --- saving and loading -----------------------------------------------------------------------------------
 
@@ -459,43 +548,98 @@ class MrcExtractor(Extractor):
         ``backbone`` (hub id, folder or ``"minilm"``), by default the one recorded at saving.
         """
         directory = Path(directory)
-        meta = read_json(directory / EXTRACTOR_FILE)
-        if not isinstance(meta, dict) or meta.get("kind") != KIND:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
-        schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-        try:
-            spec = get_strategy(meta["strategy"])
-            settings = MrcSettings(**meta["settings"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
-        labels = read_json(directory / LABELS_FILE)
-        if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
-            raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
-        source = backbone or meta.get("backbone")
-        if not spec.freeze_backbone:
-            source = directory / BACKBONE_DIR
+        saved = _read_saved(directory)
+        source, use_safetensors = backbone or saved.meta.get("backbone"), None
+        if not saved.spec.freeze_backbone:
+            source, use_safetensors = saved_backbone(directory), True
         elif source is None:
             raise ExtractorFormatError(f"{directory}: no backbone recorded; pass backbone= (hub id or folder)")
-        model = load_backbone(source)
-        tokenizer = load_tokenizer(source)
+        model = load_backbone(source, use_safetensors=use_safetensors)
+        return cls._assemble(directory, saved, model, load_tokenizer(source))
+
+    @classmethod
+    def on_base(cls, directory: str | os.PathLike, backbone: nn.Module, tokenizer: Any) -> MrcExtractor:
+        """Load a saved ``soft-prompt-frozen`` extractor onto an encoder already loaded, with its tokenizer.
+
+        The encoder is shared, neither copied nor changed: the prompt tables and the span head are the only new
+        weights, on the device and in the dtype of its word embeddings. Other strategies carry their own backbone and
+        are refused.
+        """
+        directory = Path(directory)
+        saved = _read_saved(directory)
+        if not (saved.spec.freeze_backbone and saved.spec.uses_soft_prompts):
+            raise ExtractorFormatError(
+                f"{directory}: strategy {saved.spec.name!r} has no frozen base to share; only 'soft-prompt-frozen' "
+                "adapters load onto a base (load this one with clinical_prompt.extractors.load_extractor)"
+            )
+        extractor = cls._assemble(directory, saved, backbone, tokenizer)
+        embeddings = backbone.get_input_embeddings().weight
+        for part in (extractor.encoder.prompts, extractor.span_head):
+            part.to(embeddings.device, embeddings.dtype)
+        return extractor
+
+    @classmethod
+    def _assemble(cls, directory: Path, saved: _SavedExtractor, model: nn.Module, tokenizer: Any) -> MrcExtractor:
+        settings, spec = saved.settings, saved.spec
         head = SpanHead(model.config.hidden_size, settings.head_dropout, max_span_len=settings.max_span_len)
         if spec.uses_soft_prompts:
             encoder = PromptedEncoder.from_pretrained(model, directory, heads=head)
         else:
             encoder = HardPromptEncoder(model, head)
-            head.load_state_dict(_read_heads(directory / HEADS_FILE))
-        return cls(schema, tokenizer, encoder, strategy=spec.name, settings=settings,
-                   backbone_id=meta.get("backbone"))
+            expected = {HEADS_PREFIX + name: value.shape for name, value in head.state_dict().items()}
+            tensors = read_safetensors(directory / HEADS_FILE, expected)
+            head.load_state_dict({name[len(HEADS_PREFIX):]: value for name, value in tensors.items()})
+        return cls(saved.schema, tokenizer, encoder, strategy=spec.name, settings=settings,
+                   backbone_id=saved.meta.get("backbone"))
 
 
-def _read_heads(path: Path) -> dict[str, Tensor]:
+@dataclass(frozen=True)
+class _SavedExtractor:
+    meta: dict
+    spec: Strategy
+    settings: MrcSettings
+    schema: TaskSchema
+
+
+def _read_saved(directory: Path) -> _SavedExtractor:
+    """``extractor.json``, ``schema.json`` and ``labels.json`` of a saved MRC extractor, checked."""
+    meta = read_json(directory / EXTRACTOR_FILE)
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+    schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
+    recorded = meta.get("backbone")
     try:
-        tensors = load(path.read_bytes())
-    except FileNotFoundError:
-        raise ExtractorFormatError(f"{path}: missing") from None
-    except SafetensorError as error:
-        raise ExtractorFormatError(f"{path}: not a complete safetensors file ({error})") from None
-    return {name[len(HEADS_PREFIX):]: value for name, value in tensors.items() if name.startswith(HEADS_PREFIX)}
+        spec = get_strategy(meta["strategy"])
+        settings = _read_settings(meta["settings"])
+        if recorded is not None and (not isinstance(recorded, str) or public_model_id(recorded) != recorded):
+            raise ValueError(f"backbone={recorded!r} is not a hub id; an extractor never names a local path")
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
+    labels = read_json(directory / LABELS_FILE)
+    if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
+        raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
+    if spec.uses_soft_prompts:
+        blocks = read_adapter_config(directory / CONFIG_NAME).prompt_blocks
+        expected = prompt_block_names(schema, settings.prompt_sharing)
+        if blocks != expected:
+            raise AdapterFormatError(
+                f"{directory / CONFIG_NAME}: prompt_blocks {blocks} differ from {expected} (the query_types of "
+                f"{LABELS_FILE}, or one shared block)"
+            )
+    return _SavedExtractor(meta, spec, settings, schema)
+
+
+def _read_settings(data: Any) -> MrcSettings:
+    """The ``settings`` of ``extractor.json``: an object of ``MrcSettings`` fields, each of its declared type."""
+    if not isinstance(data, dict):
+        raise TypeError(f"settings must be a JSON object, got {type(data).__name__}")
+    try:
+        unknown = check_field_types(MrcSettings, data)
+    except ValueError as error:
+        raise ValueError(f"settings.{error}") from None
+    if unknown:
+        raise ValueError(f"settings: unknown fields {unknown}")
+    return MrcSettings(**data)
 
 
 def _with_word_masks(rows: list[dict], documents: Sequence[Document]) -> list[dict]:

@@ -2,7 +2,8 @@
 relation classifier over marked entity pairs, end to end.
 
 Concepts: the windows of :func:`~clinical_prompt.corpus.build_bio_examples`, one ``O`` / ``B-X`` / ``I-X`` label per
-token, decoded back to document character spans through each row's ``offset_mapping``.
+token, decoded back to document character spans through each row's ``offset_mapping`` and widened to whole words
+(a tag that stops inside a word would otherwise cut it).
 
 Relations: one row per candidate pair, a head entity (type in ``RelationType.heads``) and a tail entity (type in
 ``tails`` of the same relation type) inside the head's sentence widened by ``neighbours`` sentences on each side, the
@@ -42,6 +43,7 @@ from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import DEFAULT_BACKBONE, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document, Entity
 from clinical_prompt.corpus import bio_label_names, build_bio_examples, token_span_to_char_span, tokenize_text
+from clinical_prompt.corpus.alignment import snap_to_words
 from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan
 from clinical_prompt.corpus.windows import Window, document_units, unit_index, window_around
 from clinical_prompt.extractors.base import (
@@ -57,6 +59,7 @@ from clinical_prompt.extractors.base import (
     pad_rows,
     read_json,
     save_backbone,
+    saved_backbone,
 )
 from clinical_prompt.extractors.mrc import load_backbone
 from clinical_prompt.heads import IGNORE_INDEX, NO_RELATION, PairClassifierHead, TaggingHead, decode_bio, pair_labels
@@ -357,7 +360,8 @@ class TaggingExtractor(Extractor):
             rows = self.concept_rows([prediction.source for prediction in predictions.values()])
             tags = [logits.argmax(-1).tolist() for logits in self._outputs(rows, batch_size)]
             for doc_id, type_name, start, end in decode_concept_rows(rows, tags, self.bio_labels):
-                predictions[doc_id].add_entity(type_name, start, end)
+                text = predictions[doc_id].source.text
+                predictions[doc_id].add_entity(type_name, *snap_to_words(text, start, end))
             found = {doc_id: prediction.document() for doc_id, prediction in predictions.items()}
             pairs = self.relation_rows(list(found.values()))
             for row, logits in zip(pairs, self._outputs(pairs, batch_size)):
@@ -408,7 +412,7 @@ class TaggingExtractor(Extractor):
             settings = TaggingSettings(**meta["settings"])
         except (KeyError, TypeError, ValueError) as error:
             raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
-        extractor = cls(schema, directory / BACKBONE_DIR, **asdict(settings))
+        extractor = cls(schema, saved_backbone(directory), **asdict(settings))
         extractor.backbone_id = meta.get("backbone")
         if read_json(directory / LABELS_FILE) != {"bio": extractor.bio_labels, "relation": extractor.relation_labels}:
             raise ExtractorFormatError(f"{directory / LABELS_FILE}: labels differ from {SCHEMA_FILE}")

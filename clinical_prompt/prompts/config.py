@@ -8,8 +8,14 @@ clinical fields at their defaults. The base model fingerprint reuses PEFT's ``to
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
+import reprlib
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from peft import PromptTuningConfig
 
@@ -36,6 +42,61 @@ def _choices(values: tuple[str, ...]) -> str:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type of an annotation (``int`` excludes ``bool``; an Enum takes its values)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    if hint is float:
+        return isinstance(value, (int, float))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return any(value == member.value for member in hint)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    if origin is Literal:
+        return " or ".join(repr(arg) for arg in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def check_field_types(cls: type, data: Mapping[str, Any]) -> list[str]:
+    """Check each value of ``data`` whose key is an ``__init__`` field of the dataclass ``cls`` against that field's
+    annotation (``null`` is also accepted where the default is ``None``); the other keys, sorted. Nothing named in
+    ``data`` is imported or run.
+
+    Raises:
+        ValueError: naming the first field whose value has another type.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name not in fields or (value is None and fields[name].default is None):
+            continue
+        if not _matches(value, hints[name]):
+            raise ValueError(
+                f"{name}={reprlib.repr(value)} has type {type(value).__name__}; expected {_type_name(hints[name])}"
+            )
+    return sorted(set(data) - set(fields))
 
 
 @dataclass

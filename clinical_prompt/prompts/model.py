@@ -5,25 +5,28 @@ import copy
 import json
 import math
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import public_model_id
 
-from clinical_prompt.prompts.config import ClinicalPromptConfig
-from clinical_prompt.prompts.deep import attach_deep_prompts
+from clinical_prompt.prompts.config import ClinicalPromptConfig, check_field_types
+from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.encoder import PromptTables
 from clinical_prompt.prompts.inputs import embed_with_prompts
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_NAME = "adapter_model.bin"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+NAMED_MODELS = ("base_model_name_or_path", "tokenizer_name_or_path")  # config fields that name a model
 TABLES_KEY = "prompt_tables"
 HEADS_PREFIX = "heads."
 
@@ -150,8 +153,7 @@ class PromptedEncoder(nn.Module):
         prompts = self.prompts(self._block_ids(block_ids, input_ids))
         if self._deep is None:
             return embed_with_prompts(self.backbone, input_ids, attention_mask, prompts, token_type_ids)
-        layers = prompts.unflatten(-1, (self.config.num_layers, 2, self.config.token_dim)).unbind(2)
-        past = [(layer[:, :, 0], layer[:, :, 1]) for layer in layers]
+        past = layer_prefixes(prompts, self.config.num_layers)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
@@ -204,39 +206,52 @@ class PromptedEncoder(nn.Module):
     ) -> PromptedEncoder:
         """Load an adapter written by :meth:`save_pretrained` onto ``backbone`` (and ``heads``, if it has any).
 
+        The files are read as untrusted: see :func:`read_adapter_config` and :func:`read_safetensors`.
+
         Raises:
             AdapterCompatibilityError: the adapter was trained on a base of another type or shape.
-            AdapterFormatError: a file is missing, unreadable, pickled or holds tensors of the wrong names or shapes.
+            AdapterFormatError: a file is missing, unreadable, pickled, outside the directory, or holds fields of the
+                wrong type or tensors of the wrong names, shapes or types.
         """
         directory = Path(directory)
-        model = cls(backbone, _read_config(directory / CONFIG_NAME), heads)
-        model._load_adapter_tensors(_read_tensors(directory / WEIGHTS_NAME), source=directory / WEIGHTS_NAME)
+        model = cls(backbone, read_adapter_config(directory / CONFIG_NAME), heads)
+        expected = {name: value.shape for name, value in model.adapter_tensors().items()}
+        model._load_adapter_tensors(read_safetensors(directory / WEIGHTS_NAME, expected))
         return model
 
     @torch.no_grad()
-    def _load_adapter_tensors(self, tensors: dict[str, Tensor], *, source: Path) -> None:
-        """Copy materialized prompt tables (inference mode) and head weights in; names and shapes must match."""
-        expected = {name: value.shape for name, value in self.adapter_tensors().items()}
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            heads_differ = any(name.startswith(HEADS_PREFIX) for name in missing + unexpected)
-            hint = " (pass the heads module the adapter was trained with)" if heads_differ else ""
-            raise AdapterFormatError(
-                f"{source}: tensors do not match the model{hint}: missing {missing}, unexpected {unexpected}"
-            )
-        for name, shape in expected.items():
-            if tensors[name].shape != shape:
-                raise AdapterFormatError(
-                    f"{source}: tensor {name!r} has shape {list(tensors[name].shape)}, expected {list(shape)}"
-                )
+    def _load_adapter_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Copy materialized prompt tables (inference mode) and head weights in (names and shapes already checked)."""
         self.prompts.seed.copy_(tensors[TABLES_KEY])
         if self.heads is not None:
             heads = {name[len(HEADS_PREFIX) :]: value for name, value in tensors.items() if name != TABLES_KEY}
             self.heads.load_state_dict(heads)
 
 
-def _read_config(path: Path) -> ClinicalPromptConfig:
-    if not path.is_file():
+def inside(path: Path, directory: Path | None = None) -> Path:
+    """``path``, once it is known to resolve inside ``directory`` (default: its own folder): a name with ``..`` or a
+    symbolic link that leads out of an adapter is refused.
+
+    Raises:
+        AdapterFormatError: naming the file.
+    """
+    directory = path.parent if directory is None else directory
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise AdapterFormatError(f"{path}: leads outside {directory}; an adapter's files must lie inside it")
+    return path
+
+
+def read_adapter_config(path: Path) -> ClinicalPromptConfig:
+    """The config of ``adapter_config.json``, checked field by field without running anything it names.
+
+    Every field of a known name must have its declared type (then ``ClinicalPromptConfig`` checks the values);
+    fields of other names are reported in a warning naming the file and dropped; ``base_model_name_or_path`` and
+    ``tokenizer_name_or_path`` must be hub ids, never paths.
+
+    Raises:
+        AdapterFormatError: naming the file and the field.
+    """
+    if not inside(path).is_file():
         raise AdapterFormatError(f"{path}: missing; an adapter directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -246,7 +261,17 @@ def _read_config(path: Path) -> ClinicalPromptConfig:
         found = data.get("peft_type") if isinstance(data, dict) else type(data).__name__
         raise AdapterFormatError(f"{path}: peft_type is {found!r}; a clinical prompt adapter has 'PROMPT_TUNING'")
     try:
-        config = ClinicalPromptConfig.from_peft_type(**data)
+        unknown = check_field_types(ClinicalPromptConfig, data)
+    except ValueError as error:
+        raise AdapterFormatError(f"{path}: {error}") from None
+    if unknown:
+        warnings.warn(f"{path}: unknown fields {unknown} are ignored (written by a newer version?)", stacklevel=2)
+    for name in NAMED_MODELS:
+        value = data.get(name)
+        if value is not None and public_model_id(value) != value:
+            raise AdapterFormatError(f"{path}: {name}={value!r} is not a hub id; an adapter never names a local path")
+    try:
+        config = ClinicalPromptConfig.from_peft_type(**{k: v for k, v in data.items() if k not in unknown})
     except (TypeError, ValueError) as error:
         raise AdapterFormatError(f"{path}: {error}") from None
     if not isinstance(config, ClinicalPromptConfig):
@@ -257,16 +282,48 @@ def _read_config(path: Path) -> ClinicalPromptConfig:
     return config
 
 
-def _read_tensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        pickle = path.with_name(PICKLE_NAME)
-        if pickle.exists():
+def _pickles_beside(path: Path) -> list[Path]:
+    folder = path.parent
+    return sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+
+
+def read_safetensors(path: Path, expected: Mapping[str, torch.Size]) -> dict[str, Tensor]:
+    """The tensors of a safetensors file whose header holds exactly the ``expected`` names and shapes, in floating
+    point; the header is checked before any tensor is read. Pickles (``*.bin``, ``*.pt``, ...) are never read.
+
+    Raises:
+        AdapterFormatError: naming the file, and the tensor where one differs; where the file is missing and pickles
+            lie beside it, naming them.
+    """
+    if not inside(path).is_file():
+        pickles = _pickles_beside(path)
+        if pickles:
             raise AdapterFormatError(
-                f"{pickle}: pickle weights are never loaded (unpickling can run code); "
-                f"save the adapter as {WEIGHTS_NAME}"
+                f"{', '.join(map(str, pickles))}: pickle weights are never loaded (unpickling can run code); "
+                f"save the weights as {path.name}"
             )
-        raise AdapterFormatError(f"{path}: missing; an adapter directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise AdapterFormatError(f"{path}: missing; is this a directory written by save_pretrained?")
     try:
-        return load_file(path)
+        with safe_open(path, framework="pt") as stored:
+            names = list(stored.keys())
+            _check_header(path, {name: stored.get_slice(name) for name in names}, expected)
+            return {name: stored.get_tensor(name) for name in names}
     except SafetensorError as error:
         raise AdapterFormatError(f"{path}: not a complete safetensors file ({error})") from None
+
+
+def _check_header(path: Path, stored: Mapping[str, Any], expected: Mapping[str, torch.Size]) -> None:
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        heads_differ = any(name.startswith(HEADS_PREFIX) for name in missing + unexpected)
+        hint = " (pass the heads module the adapter was trained with)" if heads_differ else ""
+        raise AdapterFormatError(
+            f"{path}: tensors do not match the model{hint}: missing {missing}, unexpected {unexpected}"
+        )
+    for name, shape in expected.items():
+        if list(stored[name].get_shape()) != list(shape):
+            raise AdapterFormatError(
+                f"{path}: tensor {name!r} has shape {list(stored[name].get_shape())}, expected {list(shape)}"
+            )
+        if not stored[name].get_dtype().startswith(("F", "BF")):
+            raise AdapterFormatError(f"{path}: tensor {name!r} holds {stored[name].get_dtype()}, not floating point")
