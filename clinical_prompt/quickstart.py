@@ -50,8 +50,10 @@ def run_quickstart(config: QuickstartConfig) -> int:
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logging.getLogger("clinical_prompt").addHandler(handler)
-    logging.getLogger("clinical_prompt").setLevel(logging.INFO)
+    logger = logging.getLogger("clinical_prompt")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:  # a more verbose level set by the caller stays
+        logger.setLevel(logging.INFO)
     output = Path(config.output_dir)
     schema = load_schema(config.schema)
     corpus = read_corpus(config.corpus, collect_problems=True)

@@ -1,0 +1,46 @@
+"""Command-line front of the recipes: ``--config FILE [key=value ...]``, shared by ``clinical-prompt <recipe>`` and
+the scripts in ``recipes/``."""
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from clinical_prompt.recipes import RECIPES, load_config, run_recipe
+from clinical_prompt.recipes.config import config_to_yaml
+
+
+def run_recipe_command(name: str, args: argparse.Namespace) -> int:
+    """Load and check the config (every problem is reported before any work), then run the recipe."""
+    config = load_config(name, args.config, args.overrides)
+    if args.print_config:
+        print(config_to_yaml(config), end="")
+        return 0
+    _log_to_stderr()
+    run_recipe(name, config)
+    return 0
+
+
+def _log_to_stderr() -> None:
+    from clinical_prompt.distributed import process_state
+
+    root = logging.getLogger("clinical_prompt")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    level = logging.INFO if process_state().is_main_process else logging.WARNING
+    if root.getEffectiveLevel() > level:  # a more verbose level set by the caller stays
+        root.setLevel(level)
+
+
+def main(name: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``recipes/<name>.py``; input problems exit with status 2 and one message."""
+    from clinical_prompt.cli import add_recipe_arguments, run_guarded
+
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}")
+    parser = argparse.ArgumentParser(prog=f"recipes/{name}.py", description=RECIPES[name].__doc__)
+    add_recipe_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run_recipe_command(name, args))

@@ -1,0 +1,511 @@
+"""Recipe configs: a dataclass tree loaded from YAML plus ``key=value`` dotted overrides, checked strictly.
+
+A YAML file is the single source of truth of a run. :func:`load_config` reads it, applies overrides such as
+``training.epochs=5`` or ``fewshot.sizes=[5,10]`` (values are YAML), and refuses, before any work, an unknown key
+(naming it and listing the allowed keys), a value of the wrong type (naming the key and the expected type), a
+value outside a field's choices (listing them) and a path that does not exist. Relative paths are relative to the
+working directory; ``bundled:maccrobat2020`` names the corpus shipped in the package.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from clinical_prompt.backbone import backbone_problem
+from clinical_prompt.prompts.config import DEPTHS, PROMPT_INITS, REPARAMETERIZATIONS
+from clinical_prompt.readers import FORMATS, resolve_corpus_path
+from clinical_prompt.schema import SchemaError, load_schema
+from clinical_prompt.strategies import STRATEGIES
+from clinical_prompt.training import MIXED_PRECISION, TrainingConfig
+
+PROMPT_SHARING = ("per-type", "shared")
+FEWSHOT_UNITS = ("documents", "sentences")
+SOFT_STRATEGIES = tuple(name for name, spec in STRATEGIES.items() if spec.uses_soft_prompts)
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """An invalid recipe config; ``key`` is the dotted key at fault (``""`` for the whole file)."""
+
+    def __init__(self, key: str, problem: str, source: str | None = None) -> None:
+        self.key, self.problem, self.source = key, problem, source
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+def _field(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[str] = (), path: bool = False,
+           factory: Any = dataclasses.MISSING) -> Any:
+    metadata = {"help": help, "choices": tuple(choices), "path": path}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# --- sections ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """One corpus mapped onto a schema, split into train and test."""
+
+    train: str | None = _field(None, path=True, help="training documents (a folder or file in `format`)")
+    test: str | None = _field(None, path=True, help="test documents; null: hold out test_documents of train")
+    schema: str = _field("maccrobat-med", help="built-in schema name or schema YAML file")
+    format: str = _field("brat", choices=FORMATS, help="how the corpus is stored")
+    test_documents: int | None = _field(
+        None, help="with test: a seeded sample of this many (null: all); without: the last this many of train")
+    train_documents: int | None = _field(None, help="a seeded sample of this many training documents (null: all)")
+    annotated_only: bool = _field(False, help="train only on documents with at least one concept of the schema")
+    dev_fraction: float = _field(0.1, help="share of the training documents kept for dev scoring")
+
+
+@dataclass
+class ModelConfig:
+    """What is trained: the strategy, the backbone and how rows are built."""
+
+    strategy: str = _field("soft-prompt-frozen", choices=tuple(STRATEGIES), help="training strategy")
+    backbone: str = _field("minilm", help="minilm, mpnet, a hub id or a local model folder")
+    max_length: int = _field(256, help="tokens per row, prompt and query included")
+    negative_ratio: float | None = _field(
+        1.0, help="MRC strategies: training rows without a gold answer kept per row with one (null: all)")
+    head_dropout: float = _field(0.3, help="MRC strategies: dropout of the span head while training")
+
+
+@dataclass
+class PromptSection:
+    """The soft prompt (strategies soft-prompt and soft-prompt-frozen)."""
+
+    num_virtual_tokens: int = _field(16, help="virtual tokens per prompt block")
+    depth: str = _field("deep", choices=DEPTHS, help="input-layer tokens or key/value prefixes in every layer")
+    reparameterization: str = _field("none", choices=REPARAMETERIZATIONS, help="trained through an MLP or LSTM")
+    prompt_init: str = _field("query", choices=PROMPT_INITS, help="how the prompt tables start")
+    sharing: str = _field(
+        "per-type", choices=PROMPT_SHARING, help="one block per concept and relation type, or one shared block")
+    prompt_dropout: float = _field(0.0, help="dropout on the prompt vectors while training")
+    encoder_hidden_size: int | None = _field(None, help="MLP bottleneck or LSTM size (null: the hidden size)")
+
+
+@dataclass
+class TrainingSection:
+    """How long and how fast; null learning rates take the strategy's defaults."""
+
+    epochs: int = _field(3, help="passes over the training rows")
+    batch_size: int = _field(8, help="rows per batch on each process")
+    gradient_accumulation_steps: int = _field(1, help="batches per optimizer step")
+    eval_batch_size: int = _field(32, help="rows per forward pass when extracting")
+    backbone_lr: float | None = _field(None, help="backbone learning rate (null: the strategy's)")
+    head_lr: float | None = _field(None, help="head learning rate (null: the strategy's)")
+    prompt_lr: float | None = _field(None, help="prompt learning rate (null: the strategy's)")
+    weight_decay: float = _field(0.01, help="AdamW weight decay")
+    warmup_ratio: float = _field(0.0, help="share of optimizer steps with linear warmup")
+    early_stopping_patience: int | None = _field(None, help="stop after this many epochs without dev gain")
+    load_best_at_end: bool = _field(True, help="restore the epoch with the best dev strict F1")
+    mixed_precision: str = _field("auto", choices=MIXED_PRECISION, help="auto: bf16 where the GPU has it")
+    seed: int = _field(42, help="seed of the weights, the data order and every sample")
+    keep_checkpoints: bool = _field(False, help="keep the per-epoch checkpoints after training")
+
+
+@dataclass
+class FewshotSection:
+    """The few-shot sweep: training sizes x strategies x seeds."""
+
+    unit: str = _field("documents", choices=FEWSHOT_UNITS, help="what sizes count")
+    sizes: list[int] = _field(factory=lambda: [5, 10, 20], help="training sizes; samples are nested")
+    strategies: list[str] = _field(
+        factory=list, choices=tuple(STRATEGIES), help="strategies to sweep (empty: model.strategy)")
+    seeds: list[int] = _field(factory=lambda: [1, 2, 3], help="one sample and run per seed")
+
+
+@dataclass
+class ShapeSection:
+    """The prompt shape study: each axis varied alone around the `prompt` section."""
+
+    strategies: list[str] = _field(factory=list, choices=SOFT_STRATEGIES, help="empty: model.strategy")
+    num_virtual_tokens: list[int] = _field(factory=lambda: [4, 16, 64], help="prompt lengths")
+    depth: list[str] = _field(factory=lambda: list(DEPTHS), choices=DEPTHS, help="depths")
+    reparameterization: list[str] = _field(
+        factory=lambda: list(REPARAMETERIZATIONS), choices=REPARAMETERIZATIONS, help="reparameterizations")
+    sharing: list[str] = _field(factory=lambda: list(PROMPT_SHARING), choices=PROMPT_SHARING, help="block sharing")
+    prompt_init: list[str] = _field(factory=lambda: list(PROMPT_INITS), choices=PROMPT_INITS, help="initializations")
+
+
+# --- recipes ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainRecipe:
+    """``train``: fit one extractor, save it, score it on the test split, write its predictions."""
+
+    output_dir: str = _field("runs/train", help="where the model, metrics and run.json go")
+    data: DataConfig = _field(factory=DataConfig, help="the corpus")
+    model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
+    prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
+    training: TrainingSection = _field(factory=TrainingSection, help="training settings")
+
+
+@dataclass
+class EvaluateRecipe:
+    """``evaluate``: score a trained model directory on gold documents."""
+
+    model_dir: str = _field(path=True, help="a directory written by the train recipe (its model/ folder)")
+    test: str = _field(path=True, help="gold documents")
+    format: str = _field("brat", choices=FORMATS, help="how the gold documents are stored")
+    output_dir: str = _field("runs/evaluate", help="where metrics, predictions and run.json go")
+    backbone: str | None = _field(
+        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
+    batch_size: int = _field(32, help="rows per forward pass")
+
+
+@dataclass
+class ExtractRecipe:
+    """``extract``: predict BRAT annotations for documents with a trained model directory."""
+
+    model_dir: str = _field(path=True, help="a directory written by the train recipe (its model/ folder)")
+    input: str = _field(path=True, help="documents to annotate (their annotations are ignored)")
+    format: str = _field("brat", choices=FORMATS, help="how the input documents are stored")
+    output_dir: str = _field("runs/extract", help="where the predicted .txt/.ann files and run.json go")
+    backbone: str | None = _field(
+        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
+    batch_size: int = _field(32, help="rows per forward pass")
+
+
+@dataclass
+class FewshotRecipe:
+    """``fewshot``: learning curves over training sizes, strategies and seeds."""
+
+    output_dir: str = _field("runs/fewshot", help="where the table, plot and run.json go")
+    data: DataConfig = _field(factory=DataConfig, help="the corpus")
+    model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
+    prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
+    training: TrainingSection = _field(factory=TrainingSection, help="training settings")
+    fewshot: FewshotSection = _field(factory=FewshotSection, help="the sweep")
+
+
+@dataclass
+class TransferRecipe:
+    """``transfer``: train on a source corpus, score in-domain and on a target corpus with the same types."""
+
+    output_dir: str = _field("runs/transfer", help="where the table, plot and run.json go")
+    source: DataConfig = _field(factory=DataConfig, help="corpus A: train and in-domain test")
+    target: DataConfig = _field(factory=DataConfig, help="corpus B: its test split is scored")
+    strategies: list[str] = _field(factory=list, choices=tuple(STRATEGIES), help="empty: model.strategy")
+    model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
+    prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
+    training: TrainingSection = _field(factory=TrainingSection, help="training settings")
+
+
+@dataclass
+class CompareRecipe:
+    """``compare``: the grid of strategies x backbones x corpora."""
+
+    output_dir: str = _field("runs/compare", help="where the table, plot and run.json go")
+    corpora: dict[str, DataConfig] = _field(factory=dict, help="corpus name -> corpus")
+    strategies: list[str] = _field(factory=lambda: list(STRATEGIES), choices=tuple(STRATEGIES), help="strategies")
+    backbones: list[str] = _field(factory=lambda: ["minilm"], help="names, hub ids or folders; absent ones skip")
+    model: ModelConfig = _field(factory=ModelConfig, help="row settings (strategy and backbone come from the grid)")
+    prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
+    training: TrainingSection = _field(factory=TrainingSection, help="training settings")
+
+
+@dataclass
+class ShapeRecipe:
+    """``shape``: F1 against trainable parameters over soft prompt shapes."""
+
+    output_dir: str = _field("runs/shape", help="where the table, plot and run.json go")
+    data: DataConfig = _field(factory=DataConfig, help="the corpus")
+    model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
+    prompt: PromptSection = _field(factory=PromptSection, help="the base shape every variant starts from")
+    training: TrainingSection = _field(factory=TrainingSection, help="training settings")
+    shape: ShapeSection = _field(factory=ShapeSection, help="the axes to vary")
+
+
+RECIPES: dict[str, type] = {
+    "train": TrainRecipe,
+    "evaluate": EvaluateRecipe,
+    "extract": ExtractRecipe,
+    "fewshot": FewshotRecipe,
+    "transfer": TransferRecipe,
+    "compare": CompareRecipe,
+    "shape": ShapeRecipe,
+}
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+
+def load_config(recipe: str | type[C], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> C:
+    """The config of ``recipe`` (a name in :data:`RECIPES` or a recipe class) from the YAML file at ``path`` (or
+    the defaults) with ``key=value`` ``overrides`` applied; raises :class:`ConfigError` on any problem."""
+    cls = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    source = str(path) if path is not None else None
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("", "config file not found", source) from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "?"
+            raise ConfigError("", f"not valid YAML ({where})", source) from None
+        data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError("", "the top level must be a mapping of keys to values", source)
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        config = _build(cls, data, "")
+        _check_paths(config, "")
+        check_recipe(config)
+    except ConfigError as error:
+        raise ConfigError(error.key, error.problem, source) from None
+    return config
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("", f"override {override!r} is not key=value (e.g. training.epochs=3)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(key, f"override value {text!r} is not valid YAML") from None
+    *parents, last = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parents[: i + 1]), "is not a section; cannot set a key inside it")
+        node = child
+    node[last] = value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(kind: Any) -> str:
+    if kind is type(None):
+        return "null"
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(kind))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {_type_name(typing.get_args(kind)[1])}"
+    if dataclasses.is_dataclass(kind):
+        return "a section (mapping)"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
+
+
+def _build(cls: type[C], data: Any, prefix: str) -> C:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"expected a section (mapping), got {_value_name(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(_join(prefix, str(unknown[0])), f"unknown key; allowed keys: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in fields.items():
+        key = _join(prefix, name)
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(key, f"required ({spec.metadata['help']})")
+            continue
+        values[name] = _convert(hints[name], data[name], key, spec.metadata.get("choices", ()))
+    return cls(**values)
+
+
+def _value_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _convert(kind: Any, value: Any, key: str, choices: Sequence[str]) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        if value is None:
+            raise ConfigError(key, f"expected {_type_name(kind)}, got null")
+        return _convert(inner, value, key, choices)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)}")
+        return [_convert(args[0], item, f"{key}[{i}]", choices) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)}")
+        return {str(name): _convert(args[1], item, _join(key, str(name)), choices) for name, item in value.items()}
+    if kind is float and isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[kind]
+    if not ok:
+        hint = "; YAML reads unquoted yes/no/on/off as booleans: quote the value" if isinstance(value, bool) else ""
+        raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)} ({value!r}{hint})")
+    if choices and value not in choices:
+        raise ConfigError(key, f"{value!r} is not allowed; allowed values: {', '.join(choices)}")
+    return float(value) if kind is float else value
+
+
+def _check_paths(config: Any, prefix: str) -> None:
+    """Every set path field must exist (``bundled:`` names resolve to the package's corpora)."""
+    for spec in dataclasses.fields(config):
+        value, key = getattr(config, spec.name), _join(prefix, spec.name)
+        if spec.metadata.get("path") and value is not None and not resolve_corpus_path(value).exists():
+            raise ConfigError(key, f"path {value} does not exist (relative paths start at {Path.cwd()})")
+        if dataclasses.is_dataclass(value):
+            _check_paths(value, key)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                if dataclasses.is_dataclass(item):
+                    _check_paths(item, _join(key, name))
+
+
+# --- cross-field checks -----------------------------------------------------------------------------------------
+
+
+def _positive(value: int | None, key: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise ConfigError(key, f"must be an integer >= 1, got {value!r}")
+
+
+def check_data(data: DataConfig, key: str, *, needs_train: bool = True) -> None:
+    """Checks of one corpus section that need more than one field (the schema is loaded to check it)."""
+    if needs_train and data.train is None:
+        raise ConfigError(f"{key}.train", "required: the training documents")
+    if data.test is None and data.test_documents is None:
+        raise ConfigError(f"{key}.test_documents", "required without a test path: how many documents to hold out")
+    _positive(data.test_documents, f"{key}.test_documents")
+    _positive(data.train_documents, f"{key}.train_documents")
+    if not 0 <= data.dev_fraction < 1:
+        raise ConfigError(f"{key}.dev_fraction", f"must be in [0, 1), got {data.dev_fraction}")
+    try:
+        load_schema(data.schema)
+    except (SchemaError, FileNotFoundError, ValueError) as error:
+        raise ConfigError(f"{key}.schema", str(error)) from None
+
+
+def check_model(model: ModelConfig, prompt: PromptSection, training: TrainingSection, strategies: Sequence[str]) -> None:
+    """Row, prompt and training values that the library would refuse later, refused now."""
+    _positive(model.max_length, "model.max_length", allow_none=False)
+    if model.negative_ratio is not None and model.negative_ratio < 0:
+        raise ConfigError("model.negative_ratio", f"must be >= 0 or null, got {model.negative_ratio}")
+    if not 0 <= model.head_dropout < 1:
+        raise ConfigError("model.head_dropout", f"must be in [0, 1), got {model.head_dropout}")
+    _positive(prompt.num_virtual_tokens, "prompt.num_virtual_tokens", allow_none=False)
+    _positive(prompt.encoder_hidden_size, "prompt.encoder_hidden_size")
+    if not 0 <= prompt.prompt_dropout < 1:
+        raise ConfigError("prompt.prompt_dropout", f"must be in [0, 1), got {prompt.prompt_dropout}")
+    _positive(training.eval_batch_size, "training.eval_batch_size", allow_none=False)
+    try:
+        TrainingConfig(output_dir=Path("."), num_epochs=training.epochs, per_device_batch_size=training.batch_size,
+                       gradient_accumulation_steps=training.gradient_accumulation_steps,
+                       weight_decay=training.weight_decay, warmup_ratio=training.warmup_ratio,
+                       early_stopping_patience=training.early_stopping_patience,
+                       mixed_precision=training.mixed_precision, seed=training.seed)
+    except ValueError as error:
+        raise ConfigError("training", str(error).replace("num_epochs", "epochs")
+                          .replace("per_device_batch_size", "batch_size")) from None
+    for part in ("backbone", "head", "prompt"):
+        rate = getattr(training, f"{part}_lr")
+        if rate is not None and rate <= 0:
+            raise ConfigError(f"training.{part}_lr", f"must be > 0 or null, got {rate}")
+        untrained = [s for s in strategies if STRATEGIES[s].learning_rates()[part] is None]
+        if rate is not None and part != "head" and len(untrained) == len(strategies):
+            raise ConfigError(f"training.{part}_lr", f"strategy {untrained[0]!r} does not train the {part}")
+
+
+def _strategies(configured: list[str], model: ModelConfig) -> list[str]:
+    return list(configured) or [model.strategy]
+
+
+def check_recipe(config: Any) -> None:
+    """The checks of a recipe that involve several fields or sections."""
+    if isinstance(config, (EvaluateRecipe, ExtractRecipe)):
+        _positive(config.batch_size, "batch_size", allow_none=False)
+        if not (Path(config.model_dir) / "extractor.json").is_file():
+            raise ConfigError("model_dir", f"{config.model_dir} holds no extractor.json; give a directory written by "
+                              "save_pretrained (the train recipe's output_dir/model)")
+        return
+    strategies = [config.model.strategy]
+    if isinstance(config, (TrainRecipe, FewshotRecipe, ShapeRecipe)):
+        check_data(config.data, "data")
+    if isinstance(config, FewshotRecipe):
+        strategies = _strategies(config.fewshot.strategies, config.model)
+        for i, size in enumerate(config.fewshot.sizes):
+            _positive(size, f"fewshot.sizes[{i}]", allow_none=False)
+        for name in ("sizes", "seeds"):
+            if not getattr(config.fewshot, name):
+                raise ConfigError(f"fewshot.{name}", "must hold at least one value")
+    if isinstance(config, ShapeRecipe):
+        strategies = _strategies(config.shape.strategies, config.model)
+        if strategies[0] not in SOFT_STRATEGIES:
+            raise ConfigError("model.strategy", f"the shape study needs a soft prompt: one of {', '.join(SOFT_STRATEGIES)}")
+        for i, length in enumerate(config.shape.num_virtual_tokens):
+            _positive(length, f"shape.num_virtual_tokens[{i}]", allow_none=False)
+    if isinstance(config, TransferRecipe):
+        check_data(config.source, "source")
+        check_data(config.target, "target", needs_train=False)
+        if config.target.train is None and config.target.test is None:
+            raise ConfigError("target.test", "required: the target corpus's documents (or target.train to hold out from)")
+        _check_same_types(config.source.schema, config.target.schema)
+        strategies = _strategies(config.strategies, config.model)
+    if isinstance(config, CompareRecipe):
+        if not config.corpora:
+            raise ConfigError("corpora", "name at least one corpus")
+        for name, data in config.corpora.items():
+            check_data(data, f"corpora.{name}")
+        for name in ("strategies", "backbones"):
+            if not getattr(config, name):
+                raise ConfigError(name, "must hold at least one value")
+        strategies = config.strategies
+    check_model(config.model, config.prompt, config.training, strategies)
+    if not isinstance(config, TrainRecipe) and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("", "this recipe draws its plot with matplotlib: pip install 'clinical-prompt[recipes]'")
+    if not isinstance(config, CompareRecipe):
+        problem = backbone_problem(config.model.backbone)
+        if problem:
+            raise ConfigError("model.backbone", f"{config.model.backbone!r} cannot be loaded: {problem}")
+
+
+def _check_same_types(source: str, target: str) -> None:
+    a, b = load_schema(source), load_schema(target)
+    if (a.concept_names, a.relation_names) != (b.concept_names, b.relation_names):
+        raise ConfigError("target.schema", f"its concept and relation types {list(b.concept_names + b.relation_names)} "
+                          f"differ from source.schema's {list(a.concept_names + a.relation_names)}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The fully resolved config as plain data (the layout :func:`load_config` reads back)."""
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Any) -> str:
+    """The fully resolved config as YAML."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
