@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from clinical_prompt.bank import AdapterBank
@@ -98,7 +99,12 @@ def run_extract(
     for name, directory in adapters:
         bank.add(name, directory)
     unreadable: list[BratFormatError] = []
-    with tqdm(total=len(notes), desc="extracting", unit="note", file=sys.stderr, disable=None) as progress:
+    # oneDNN, which runs torch's CPU GELU, keeps memory for every input shape it meets (about 2.5 MiB per batch shape
+    # with MiniLM, not all given back when its cache evicts), so a long run over notes of many lengths grows without
+    # end; torch's own kernels are as fast here (benchmarks/extract_load.py)
+    with torch.backends.mkldnn.flags(enabled=False), tqdm(
+        total=len(notes), desc="extracting", unit="note", file=sys.stderr, disable=None
+    ) as progress:
         for begin in range(0, len(notes), notes_per_pass):
             documents, their_adapters = [], []
             for note, name in zip(notes[begin : begin + notes_per_pass], chosen[begin : begin + notes_per_pass]):
