@@ -369,18 +369,20 @@ class MrcExtractor(Extractor):
 
     # --- inference --------------------------------------------------------------------------------------------
 
-    def answer_spans(
-        self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor], threshold: float | None = None
-    ) -> list[list[Span]]:
+    def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[Span]]:
         """Document character spans answering each row, from its encoder states ``hidden`` (``[len(rows), T, H]``):
-        the span head, then decoding with this extractor's settings (``threshold`` replaces the settings' one).
-        ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
+        the span head, then decoding with this extractor's settings. ``inputs`` holds the rows' context and word
+        masks (:meth:`batch_inputs`)."""
+        output = self.span_head(hidden, *_masks(inputs))
+        return self._char_spans(rows, output, inputs, self.settings.threshold)
+
+    def _char_spans(
+        self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], threshold: float
+    ) -> list[list[Span]]:
+        """The span head's ``output`` for ``rows`` decoded at ``threshold``, as document character spans."""
         s = self.settings
-        masks = (inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"])
-        decoded = decode_spans(
-            self.span_head(hidden, *masks), *masks, mode=s.decoding, threshold=s.threshold if threshold is None else threshold,
-            max_span_len=s.max_span_len,
-        )
+        decoded = decode_spans(output, *_masks(inputs), mode=s.decoding, threshold=threshold,
+                               max_span_len=s.max_span_len)
         return [
             [token_span_to_char_span(row["offset_mapping"], first, last) for first, last, _ in row_spans]
             for row, row_spans in zip(rows, decoded)
@@ -479,9 +481,9 @@ class MrcExtractor(Extractor):
         self.eval()
         try:
             for indices, hidden, inputs in self._encoded(rows, batch_size):
-                batch = [rows[i] for i in indices]
+                batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
                 for threshold, decoded in spans.items():
-                    for i, row_spans in zip(indices, self.answer_spans(batch, hidden, inputs, threshold)):
+                    for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, threshold)):
                         decoded[i] = row_spans
         finally:
             self.train(training)
@@ -640,6 +642,11 @@ def _read_settings(data: Any) -> MrcSettings:
     if unknown:
         raise ValueError(f"settings: unknown fields {unknown}")
     return MrcSettings(**data)
+
+
+def _masks(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """The context, word-start and word-end masks of a batch (:meth:`MrcExtractor.batch_inputs`)."""
+    return inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"]
 
 
 def _with_word_masks(rows: list[dict], documents: Sequence[Document]) -> list[dict]:

@@ -40,7 +40,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from clinical_prompt.atomic import write_bytes, write_json
-from clinical_prompt.backbone import DEFAULT_BACKBONE, load_tokenizer, public_model_id
+from clinical_prompt.backbone import DEFAULT_BACKBONE, load_backbone, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document, Entity
 from clinical_prompt.corpus import bio_label_names, build_bio_examples, token_span_to_char_span, tokenize_text
 from clinical_prompt.corpus.alignment import snap_to_words
@@ -61,7 +61,6 @@ from clinical_prompt.extractors.base import (
     save_backbone,
     saved_backbone,
 )
-from clinical_prompt.extractors.mrc import load_backbone
 from clinical_prompt.heads import IGNORE_INDEX, NO_RELATION, PairClassifierHead, TaggingHead, decode_bio, pair_labels
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import default_param_groups
