@@ -42,7 +42,7 @@ def fit(
     ``training_config.weight_decay`` applies to every group. With ``dev_docs``, each evaluation first fits the
     extractor's decoding settings to them (:meth:`Extractor.calibrate`, e.g. the MRC threshold), then runs
     :func:`dev_scores` (``training_config.metric_for_best`` picks one of its keys); the settings are fitted once more
-    to the weights kept at the end.
+    when the weights kept at the end are not the last evaluated ones.
     """
     rates = get_strategy(extractor.strategy).learning_rates()
     for name, rate in (learning_rates or {}).items():
@@ -71,6 +71,8 @@ def fit(
         param_groups=groups,
         evaluate_fn=evaluate_fn if dev_docs else None,
     )
-    if dev_docs:
+    last_evaluated = next((e["epoch"] for e in reversed(result.history) if e["metrics"]), None)
+    restored = training_config.load_best_at_end and result.best_epoch != last_evaluated
+    if dev_docs and (last_evaluated is None or restored):
         extractor.calibrate(dev_docs, batch_size=eval_batch_size)
     return result

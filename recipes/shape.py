@@ -1,7 +1,7 @@
 """The soft prompt shape study: length, depth, reparameterization, sharing, initialization.
 
-    accelerate launch recipes/shape.py --config recipes/configs/shape-maccrobat.yaml [key=value ...]
-    clinical-prompt shape --config recipes/configs/shape-maccrobat.yaml 'shape.num_virtual_tokens=[4,64]'
+    accelerate launch recipes/shape.py --config recipes/configs/shape-ddi.yaml [key=value ...]
+    clinical-prompt shape --config recipes/configs/shape-ddi.yaml 'shape.num_virtual_tokens=[4,64]'
 
 The config and what is written are described in the README's "Recipes" section.
 """

@@ -25,6 +25,7 @@ from clinical_prompt.extractors import (
 )
 from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, sample_negatives
 from conftest import save_tiny_bert
+from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
@@ -376,12 +377,19 @@ def test_negative_ratio_thins_the_concept_rows(tiny_backbone) -> None:
     assert len(thin_rows) == len(full_rows) - len(empty)
 
 
-def test_calibration_keeps_the_dev_threshold_with_the_best_concept_f1(tiny_backbone, dev_docs, tmp_path) -> None:
+@pytest.fixture
+def half_trained(tiny_backbone, tmp_path) -> MrcExtractor:
+    """A hard-prompt extractor after one epoch on 16 synthetic notes: its best thresholds are not 0.5."""
     torch.manual_seed(0)
     extractor = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
     config = TrainingConfig(output_dir=tmp_path, num_epochs=1, per_device_batch_size=8, mixed_precision="no",
                             eval_every_epoch=False, save_every_epoch=False)
-    fit(extractor, synthetic_corpus(16, seed=0), None, config, learning_rates=RATES["hard-prompt"])  # half-trained
+    fit(extractor, synthetic_corpus(16, seed=0), None, config, learning_rates=RATES["hard-prompt"])
+    return extractor
+
+
+def test_calibration_keeps_the_dev_threshold_with_the_best_concept_f1(half_trained, dev_docs) -> None:
+    extractor = half_trained
     extractor.relation_questions = lambda predictions: []  # concepts only
     chosen = extractor.calibrate(dev_docs)["threshold"]
     assert extractor.settings.threshold == chosen
@@ -391,6 +399,39 @@ def test_calibration_keeps_the_dev_threshold_with_the_best_concept_f1(tiny_backb
         scores[threshold] = dev_scores(extractor, dev_docs)["strict_f1"]
     assert len(set(scores.values())) > 1, scores  # the choice matters on this dev set
     assert chosen == max(THRESHOLD_GRID, key=lambda t: (scores[t], t)), scores
+
+
+def test_calibration_keeps_the_relation_threshold_with_the_best_f1_on_gold_entities(half_trained, dev_docs) -> None:
+    extractor = half_trained
+    chosen = extractor.calibrate(dev_docs)
+    assert extractor.settings.relation_threshold == chosen["relation_threshold"]
+    gold = {doc.doc_id: doc for doc in dev_docs}
+    scores = {}
+    for threshold in THRESHOLD_GRID:
+        extractor.settings = dataclasses.replace(extractor.settings, relation_threshold=threshold)
+        predicted = {doc.doc_id: doc for doc in extractor.extract_relations(dev_docs)}
+        scores[threshold] = evaluate_documents(gold, predicted)["relations"]["strict"]["micro"]["f1"]
+    assert len(set(scores.values())) > 1, scores  # relation rows are decoded at relation_threshold
+    assert chosen["relation_threshold"] == max(THRESHOLD_GRID, key=lambda t: (scores[t], t)), scores
+
+
+@pytest.mark.parametrize("dev_f1s, calibrations", [
+    ((0.2, 0.4), 2),  # the last epoch is the best: its evaluation's fit stands
+    ((0.4, 0.2), 3),  # epoch 1 is restored: decoding is fitted again to its weights
+])
+def test_fit_refits_decoding_only_when_it_restores_earlier_weights(
+        tiny_backbone, dev_docs, tmp_path, monkeypatch, dev_f1s, calibrations) -> None:
+    import clinical_prompt.fit as fit_module
+
+    extractor = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
+    calls = []
+    monkeypatch.setattr(extractor, "calibrate", lambda docs, batch_size: calls.append(len(docs)) or {})
+    scores = iter(dev_f1s)
+    monkeypatch.setattr(fit_module, "dev_scores", lambda model, docs, batch_size: {"strict_f1": next(scores)})
+    config = TrainingConfig(output_dir=tmp_path, num_epochs=2, per_device_batch_size=8, mixed_precision="no")
+    result = fit(extractor, synthetic_corpus(4, seed=0), dev_docs, config, learning_rates=RATES["hard-prompt"])
+    assert result.best_epoch == 1 + dev_f1s.index(max(dev_f1s))
+    assert calls == [len(dev_docs)] * calibrations
 
 
 def test_a_frozen_adapter_holds_no_note_text(trained, tmp_path) -> None:

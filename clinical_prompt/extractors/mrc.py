@@ -86,7 +86,8 @@ class MrcSettings:
     ``max_length``: tokens per row, prompt and query included. ``head_marking``: how soft-prompt relation rows show
     the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
     ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
-    and match probabilities; ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
+    and match probabilities of concept rows, ``relation_threshold`` of relation rows (``None``: ``threshold``);
+    ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
     ``negative_ratio``: training keeps at most this many concept rows without a gold span per row with one
     (``None``: all). ``prompt_sharing`` (soft prompts): ``"per-type"``, one prompt block per query type in place of
     the query, or ``"shared"``, one block for every query, the rows keeping the hard query so the type stays known.
@@ -97,6 +98,7 @@ class MrcSettings:
     neighbours: int = 1
     decoding: Literal["flat", "nested"] = "flat"
     threshold: float = 0.5
+    relation_threshold: float | None = None
     max_span_len: int | None = 32
     head_dropout: float = 0.3
     negative_ratio: float | None = None
@@ -109,8 +111,10 @@ class MrcSettings:
             raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
         if self.decoding not in ("flat", "nested"):
             raise ValueError(f"decoding must be 'flat' or 'nested', got {self.decoding!r}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        for name in ("threshold", "relation_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
         if self.max_span_len is not None and self.max_span_len < 1:
             raise ValueError(f"max_span_len must be >= 1 or None, got {self.max_span_len}")
         if not 0.0 <= self.head_dropout < 1.0:
@@ -189,6 +193,16 @@ def predictions_for(documents: Sequence[Document]) -> dict[str, DocumentPredicti
         if doc.doc_id in predictions:
             raise ValueError(f"document id {doc.doc_id!r} occurs more than once")
         predictions[doc.doc_id] = DocumentPredictions(doc)
+    return predictions
+
+
+def predictions_with_entities(documents: Sequence[Document]) -> dict[str, DocumentPredictions]:
+    """Predictions of each document by ``doc_id`` holding its given entities (discontinuous ones collapsed to
+    outer bounds) and nothing else."""
+    predictions = predictions_for(documents)
+    for doc in documents:
+        for entity in doc.entities.values():
+            predictions[doc.doc_id].add_entity(entity.type, entity.start, entity.end)
     return predictions
 
 
@@ -371,10 +385,14 @@ class MrcExtractor(Extractor):
 
     def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[Span]]:
         """Document character spans answering each row, from its encoder states ``hidden`` (``[len(rows), T, H]``):
-        the span head, then decoding with this extractor's settings. ``inputs`` holds the rows' context and word
-        masks (:meth:`batch_inputs`)."""
+        the span head, then decoding with this extractor's settings (relation rows at ``relation_threshold``).
+        ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         output = self.span_head(hidden, *_masks(inputs))
-        return self._char_spans(rows, output, inputs, self.settings.threshold)
+        s = self.settings
+        relation_threshold = s.threshold if s.relation_threshold is None else s.relation_threshold
+        thresholds = [relation_threshold if "head" in row else s.threshold for row in rows]
+        decoded = {t: self._char_spans(rows, output, inputs, t) for t in set(thresholds)}
+        return [decoded[t][i] for i, t in enumerate(thresholds)]
 
     def _char_spans(
         self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], threshold: float
@@ -470,43 +488,53 @@ class MrcExtractor(Extractor):
     @torch.no_grad()
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
         """Set ``settings.threshold`` to the value of :data:`THRESHOLD_GRID` with the best concept strict micro-F1
-        on gold ``documents`` (ties: the higher threshold); the rows are encoded once and decoded at every value.
+        on gold ``documents`` and, where the schema has relations, ``settings.relation_threshold`` to the one with the
+        best relation strict micro-F1 given the gold entities (ties: the higher threshold). Rows are encoded once and
+        decoded at every value.
 
         The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
         percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
         """
-        rows = self.concept_questions(documents)
-        spans: dict[float, list[list[Span]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
+        gold = {doc.doc_id: doc for doc in documents}
         training = self.training
         self.eval()
         try:
-            for indices, hidden, inputs in self._encoded(rows, batch_size):
-                batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
-                for threshold, decoded in spans.items():
-                    for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, threshold)):
-                        decoded[i] = row_spans
+            concept_rows = self.concept_questions(documents)
+            concept_spans = self._spans_at_thresholds(concept_rows, batch_size)
+            relation_rows = self.relation_questions(list(predictions_with_entities(documents).values()))
+            relation_spans = self._spans_at_thresholds(relation_rows, batch_size) if relation_rows else {}
         finally:
             self.train(training)
-        gold = {doc.doc_id: doc for doc in documents}
 
-        def strict_f1(threshold: float) -> float:
-            predictions = predictions_for(documents)
-            self.add_answers(predictions, rows, spans[threshold])
+        def strict_f1(part: str, rows: list[dict], spans: list[list[Span]]) -> float:
+            predictions = predictions_with_entities(documents) if part == "relations" else predictions_for(documents)
+            self.add_answers(predictions, rows, spans)
             predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
-            return evaluate_documents(gold, predicted)["concepts"]["strict"]["micro"]["f1"]
+            return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
 
-        best = max(THRESHOLD_GRID, key=lambda t: (strict_f1(t), t))
-        self.settings = dataclasses.replace(self.settings, threshold=best)
-        return {"threshold": best}
+        chosen = {
+            "threshold": max(THRESHOLD_GRID, key=lambda t: (strict_f1("concepts", concept_rows, concept_spans[t]), t))}
+        if relation_spans:
+            chosen["relation_threshold"] = max(
+                THRESHOLD_GRID, key=lambda t: (strict_f1("relations", relation_rows, relation_spans[t]), t))
+        self.settings = dataclasses.replace(self.settings, **chosen)
+        return chosen
+
+    def _spans_at_thresholds(self, rows: Sequence[dict], batch_size: int) -> dict[float, list[list[Span]]]:
+        """Document character spans answering each of ``rows`` at every value of :data:`THRESHOLD_GRID`."""
+        spans: dict[float, list[list[Span]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
+        for indices, hidden, inputs in self._encoded(rows, batch_size):
+            batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
+            for threshold, decoded in spans.items():
+                for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, threshold)):
+                    decoded[i] = row_spans
+        return spans
 
     @torch.no_grad()
     def extract_relations(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """Relations among the given entities of ``documents`` (e.g. gold concepts): Documents holding those
         entities (renumbered, discontinuous ones collapsed to outer bounds) and the predicted relations."""
-        predictions = predictions_for(documents)
-        for doc in documents:
-            for entity in doc.entities.values():
-                predictions[doc.doc_id].add_entity(entity.type, entity.start, entity.end)
+        predictions = predictions_with_entities(documents)
         training = self.training
         self.eval()
         try:

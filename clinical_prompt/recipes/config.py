@@ -108,6 +108,7 @@ class TrainingSection:
     prompt_lr: float | None = _field(None, help="prompt learning rate (null: the strategy's)")
     weight_decay: float = _field(0.01, help="AdamW weight decay")
     warmup_ratio: float = _field(0.0, help="share of optimizer steps with linear warmup")
+    eval_every_epoch: bool = _field(True, help="score dev after every epoch, else after the last only")
     early_stopping_patience: int | None = _field(None, help="stop after this many epochs without dev gain")
     load_best_at_end: bool = _field(True, help="restore the epoch with the best dev strict F1")
     mixed_precision: str = _field("auto", choices=MIXED_PRECISION, help="auto: bf16 where the GPU has it")
@@ -427,6 +428,7 @@ def check_model(model: ModelConfig, prompt: PromptSection, training: TrainingSec
         TrainingConfig(output_dir=Path("."), num_epochs=training.epochs, per_device_batch_size=training.batch_size,
                        gradient_accumulation_steps=training.gradient_accumulation_steps,
                        weight_decay=training.weight_decay, warmup_ratio=training.warmup_ratio,
+                       eval_every_epoch=training.eval_every_epoch,
                        early_stopping_patience=training.early_stopping_patience,
                        mixed_precision=training.mixed_precision, seed=training.seed)
     except ValueError as error:

@@ -120,6 +120,7 @@ def train(extractor: Extractor, train_docs: Sequence[Document], dev_docs: Sequen
         output_dir=run_dir, num_epochs=training.epochs, per_device_batch_size=training.batch_size,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         weight_decay=training.weight_decay, warmup_ratio=training.warmup_ratio,
+        eval_every_epoch=training.eval_every_epoch,
         early_stopping_patience=training.early_stopping_patience if dev_docs else None,
         load_best_at_end=training.load_best_at_end, mixed_precision=training.mixed_precision, seed=training.seed,
     )
