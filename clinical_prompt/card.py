@@ -70,6 +70,20 @@ def _check_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
+class MetricsFormatError(ValueError):
+    """Metrics that are not the evaluation JSON of :mod:`clinical_prompt.evaluation`."""
+
+
+def _read_metrics(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The JSON object in the file ``path``; :class:`MetricsFormatError` naming the file and the position."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise MetricsFormatError(f"{path}: not JSON (line {error.lineno}, column {error.colno})") from None
+    except UnicodeDecodeError as error:
+        raise MetricsFormatError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
 def _scores(metrics: Mapping[str, Any], schema: TaskSchema) -> dict[str, Any]:
     """Micro P/R/F1 rows per kind and mode, strict F1 per schema type (``None`` where unscored), the gold docs."""
     names = {"concepts": schema.concept_names, "relations": schema.relation_names}
@@ -85,7 +99,7 @@ def _scores(metrics: Mapping[str, Any], schema: TaskSchema) -> dict[str, Any]:
                                 {"type": name, "f1": float(row["f1"]), "gold": int(row["tp"]) + int(row["fn"])})
         documents = int(metrics["documents"]["gold"])
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(
+        raise MetricsFormatError(
             f"metrics: not the evaluation JSON of clinical_prompt.evaluation ({type(error).__name__}: {error})"
         ) from None
     return {"micro": micro, "per_type": per_type, "documents": documents}
@@ -143,7 +157,7 @@ def render_card(
         weights += sorted((directory / BACKBONE_DIR).glob("*.safetensors"))
     weight_files = _weight_files(directory, weights)
     if metrics is not None and not isinstance(metrics, Mapping):
-        metrics = json.loads(Path(metrics).read_text(encoding="utf-8"))
+        metrics = _read_metrics(metrics)
     card_data = ModelCardData(
         library_name="peft",
         base_model=backbone["hub_id"],

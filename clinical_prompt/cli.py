@@ -202,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_guarded(run: Callable[[], int]) -> int:
     """``run()``; an input problem ends with one line ``clinical-prompt: error: ...`` and exit status 2."""
     from clinical_prompt.brat import BratFormatError
+    from clinical_prompt.card import MetricsFormatError
     from clinical_prompt.extract_notes import NoteSelectionError
     from clinical_prompt.extractors import ExtractorFormatError
     from clinical_prompt.hub import PushError
@@ -210,7 +211,7 @@ def run_guarded(run: Callable[[], int]) -> int:
     from clinical_prompt.schema import SchemaError
 
     input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError,
-                    PushError, ConfigError, _UsageError, NoteSelectionError)
+                    PushError, ConfigError, _UsageError, NoteSelectionError, MetricsFormatError)
     try:
         return run()
     except (*input_errors, OSError) as error:

@@ -64,6 +64,9 @@ def _quantized(
             *shape, bias=has_bias, compute_dtype=compute_dtype or weight.dtype, quant_type="nf4", device="meta"
         )
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", module=layer)
+        # On a CPU with AVX512-BF16 the first eval-mode forward repacks the weights for inference, and training
+        # after that (as after prompt initialization or dev scoring) fails; keep the one layout that trains.
+        layer.support_avx512bf16_for_cpu = False
     if has_bias:
         layer.bias = nn.Parameter(linear.bias.detach().cpu(), requires_grad=False)
     return layer.to(device)

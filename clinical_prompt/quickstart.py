@@ -7,7 +7,6 @@ takes a real backbone (``--backbone UFNLP/gatortron-base``), your own BRAT folde
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ def run_quickstart(config: QuickstartConfig) -> int:
     """Train, evaluate and extract as :class:`QuickstartConfig` says; print the results and where they are."""
     from clinical_prompt.atomic import write_json
     from clinical_prompt.brat import read_corpus, write_document
+    from clinical_prompt.console import log_to_stderr
     from clinical_prompt.card import training_data_summary, write_card
     from clinical_prompt.corpus import train_dev_split
     from clinical_prompt.evaluation import evaluate_documents, format_table
@@ -48,12 +48,7 @@ def run_quickstart(config: QuickstartConfig) -> int:
     from clinical_prompt.schema import load_schema
     from clinical_prompt.training import TrainingConfig
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logger = logging.getLogger("clinical_prompt")
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:  # a more verbose level set by the caller stays
-        logger.setLevel(logging.INFO)
+    log_to_stderr()
     output = Path(config.output_dir)
     schema = load_schema(config.schema)
     corpus = read_corpus(config.corpus, collect_problems=True)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from clinical_prompt.brat import Document, Entity, Relation
 from conftest import MEDICATION_VOCAB, medication_schema, save_tiny_bert
 from clinical_prompt.card import MINILM_HUB_ID, TEMPLATE, render_card, training_data_summary, write_card
+from clinical_prompt.cli import main
 from clinical_prompt.evaluation.n2c2 import evaluate_documents
 from clinical_prompt.extractors import ExtractorFormatError, build_extractor
 from clinical_prompt.prompts import ClinicalPromptConfig
@@ -158,6 +159,18 @@ def test_types_without_gold_or_prediction_read_n_a(frozen_dir: Path) -> None:
 def test_incomplete_metrics_are_refused(frozen_dir: Path) -> None:
     with pytest.raises(ValueError, match="metrics"):
         render_card(frozen_dir, metrics={"concepts": {"strict": {}}})
+
+
+@pytest.mark.parametrize("content", [b"not json\n", b"{\"concepts\": \xff}"])
+def test_a_metrics_file_that_is_not_json_is_named_by_the_card_command(frozen_dir: Path, tmp_path: Path, capsys,
+                                                                       content: bytes) -> None:
+    bad = tmp_path / "metrics.json"
+    bad.write_bytes(content)
+    before = (frozen_dir / "README.md").read_bytes() if (frozen_dir / "README.md").exists() else None
+    assert main(["card", str(frozen_dir), "--metrics", str(bad)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"clinical-prompt: error: {bad}: not ") and "\n" not in error
+    assert ((frozen_dir / "README.md").read_bytes() if (frozen_dir / "README.md").exists() else None) == before
 
 
 def test_training_data_enters_by_name_and_counts_only(frozen_dir: Path) -> None:

@@ -76,3 +76,19 @@ def test_adapter_size_table_covers_every_prompt_shape(capsys):
     # deep, no reparameterization: 9 blocks x 16 tokens x 24 layers x (key + value) x 1024
     assert rows[("deep", "none")][0] == f"{9 * 16 * 24 * 2 * 1024:,}"
     assert rows[("input", "none")][0] == f"{9 * 16 * 1024:,}"
+
+
+def test_commands_log_through_one_handler_and_keep_a_verbose_level(monkeypatch) -> None:
+    import logging
+
+    from clinical_prompt.console import log_to_stderr
+
+    logger = logging.getLogger("clinical_prompt")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "level", logging.DEBUG)
+    for _ in range(3):  # e.g. the quickstart run three times in one notebook
+        log_to_stderr()
+    assert len(logger.handlers) == 1 and logger.level == logging.DEBUG
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    log_to_stderr(logging.WARNING)
+    assert logger.getEffectiveLevel() == logging.WARNING and len(logger.handlers) == 1

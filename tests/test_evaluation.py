@@ -265,6 +265,8 @@ def test_run_evaluate_reports_unreadable_input(tmp_path, capsys):
     assert "n1.ann:1: offset out of range" in err and "abc" not in err.replace(str(tmp_path), "")
     (tmp_path / "empty").mkdir()
     assert run_evaluate(str(tmp_path / "empty"), str(tmp_path / "empty"), None, None) == 2
+    lines = (err + capsys.readouterr().err).splitlines()
+    assert len(lines) == 3 and all(line.startswith("clinical-prompt: error: ") for line in lines), lines
 
 
 # --- evaluate metric ------------------------------------------------------------------------------

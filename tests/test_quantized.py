@@ -2,6 +2,8 @@
 stay frozen and quantized, and the adapter loads back onto the full-precision base."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -9,11 +11,13 @@ from torch import nn
 from transformers import AutoModel
 
 from clinical_prompt.backbone import load_backbone
+from clinical_prompt.extractors import load_extractor
 from clinical_prompt.prompts import PromptedEncoder
 from clinical_prompt.quantization import QUANTIZATIONS, is_quantized, quantize_backbone
 from clinical_prompt.training import TrainingConfig, train
 from test_attention import PromptTagger, tagging_rows
 from test_prompt_injection import CONFIGS, random_ids, tiny_model
+from test_recipes_runs import run, save_tiny_minilm
 
 bnb = pytest.importorskip("bitsandbytes")
 pytestmark = pytest.mark.filterwarnings("ignore:MatMul8bitLt")
@@ -98,3 +102,48 @@ def test_quantize_refuses_unknown_kinds_and_prompted_backbones():
     model = PromptTagger(tiny_model("bert")).encoder.backbone
     with pytest.raises(ValueError, match="before attaching deep prompts"):
         quantize_backbone(model, "8bit")
+
+
+@pytest.mark.parametrize("width", [32, 384])
+def test_a_4bit_layer_trains_the_same_after_an_eval_forward(width):
+    """Prompt initialization and dev scoring run the backbone in eval mode between training steps."""
+    torch.manual_seed(0)
+    layer = quantize_backbone(nn.Sequential(nn.Linear(width, width)), "4bit", device="cpu")
+    inputs = torch.randn(3, 5, width)
+
+    def input_grad() -> torch.Tensor:
+        x = inputs.clone().requires_grad_(True)
+        layer(x).square().sum().backward()
+        return x.grad
+
+    before = input_grad()
+    layer.eval()
+    with torch.no_grad():
+        evaluated = layer(inputs)
+    layer.train()
+    assert torch.allclose(evaluated, layer(inputs).detach())
+    assert torch.equal(input_grad(), before)
+
+
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_the_train_recipe_trains_a_frozen_prompt_on_a_quantized_backbone(quantization, tmp_path, minilm_path,
+                                                                         monkeypatch):
+    import clinical_prompt.extractors.mrc as mrc
+
+    tiny_backbone = save_tiny_minilm(tmp_path / "backbone", minilm_path)
+
+    loaded = []
+
+    def spy(*args, **kwargs):
+        model = load_backbone(*args, **kwargs)
+        loaded.append(is_quantized(model))
+        return model
+
+    monkeypatch.setattr(mrc, "load_backbone", spy)
+    summary = run("train", "tiny-train.yaml", tmp_path / "run", f"model.backbone={tiny_backbone}",
+                  f"model.quantization={quantization}")
+    assert loaded == [True] and summary["config"]["model"]["quantization"] == quantization
+    monkeypatch.undo()
+    adapter = load_extractor(tmp_path / "run" / "model", backbone=str(tiny_backbone))  # onto the full-precision base
+    assert not is_quantized(adapter.encoder.backbone)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["documents"]["gold"] == 2

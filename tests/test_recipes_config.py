@@ -106,6 +106,7 @@ def test_a_wrong_type_inside_a_list_names_the_item():
      r"model\.strategy: 'soft' is not allowed; allowed values: finetune, hard-prompt, soft-prompt, soft-prompt-frozen"),
     ("train", TINY_TRAIN, "prompt.depth=shallow", r"prompt\.depth: 'shallow' is not allowed; allowed values: input, deep"),
     ("train", TINY_TRAIN, "data.format=csv", r"allowed values: brat, ade-corpus-v2, psytar-conll"),
+    ("train", TINY_TRAIN, "model.quantization=int4", r"model\.quantization: 'int4' is not allowed; allowed values: 8bit, 4bit"),
     ("fewshot", CONFIGS / "tiny-fewshot.yaml", "fewshot.strategies=[finetune, lora]",
      r"fewshot\.strategies\[1\]: 'lora' is not allowed; allowed values: finetune,"),
     ("shape", CONFIGS / "tiny-shape.yaml", "shape.reparameterization=[mlp, gru]",
@@ -134,6 +135,10 @@ def test_a_missing_data_path_is_refused_naming_the_key_and_the_path(tmp_path):
     ("shape", CONFIGS / "tiny-shape.yaml", ["model.strategy=hard-prompt"], r"model\.strategy: the shape study needs"),
     ("fewshot", CONFIGS / "tiny-fewshot.yaml", ["fewshot.seeds=[]"], r"fewshot\.seeds: must hold at least one value"),
     ("compare", CONFIGS / "tiny-compare.yaml", ["corpora={}"], r"corpora: name at least one corpus"),
+    ("train", TINY_TRAIN, ["model.strategy=soft-prompt", "model.quantization=8bit"],
+     r"model\.quantization: needs a frozen backbone; strategy 'soft-prompt' trains it"),
+    ("compare", CONFIGS / "tiny-compare.yaml", ["model.quantization=4bit"],
+     r"model\.quantization: needs a frozen backbone; strategy 'finetune' trains it"),
 ])
 def test_values_that_do_not_go_together_are_refused_before_any_work(recipe, config, overrides, message):
     with pytest.raises(ConfigError, match=message):

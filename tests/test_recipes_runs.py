@@ -32,20 +32,23 @@ def in_repository(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory, minilm_path) -> Path:
-    """A random 2-layer BERT of hidden size 32 with MiniLM's tokenizer: MACCROBAT text tokenizes as for MiniLM,
-    and a recipe trains in seconds."""
+def save_tiny_minilm(directory: Path, minilm_path: Path, hidden_size: int = 32) -> Path:
+    """A random 2-layer BERT of ``hidden_size`` with MiniLM's tokenizer, saved in ``directory``: MACCROBAT text
+    tokenizes as for MiniLM, and a recipe trains in seconds."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    directory = tmp_path_factory.mktemp("tiny-minilm")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=512)
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory, minilm_path) -> Path:
+    return save_tiny_minilm(tmp_path_factory.mktemp("tiny-minilm"), minilm_path)
 
 
 def config_blocks(config) -> list[str]:

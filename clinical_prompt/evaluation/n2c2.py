@@ -95,10 +95,10 @@ def run_evaluate(gold: str, pred: str, schema_name: str | None = None, json_path
         schema = load_schema(schema_name) if schema_name else None
         result = evaluate_directories(gold, pred, schema)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"clinical-prompt: error: {err}", file=sys.stderr)
         return 2
     if not result["documents"]["gold"]:
-        print(f"error: no BRAT documents in {gold}", file=sys.stderr)
+        print(f"clinical-prompt: error: no BRAT documents in {gold}", file=sys.stderr)
         return 2
     print(format_table(result))
     if json_path:

@@ -262,13 +262,18 @@ class MrcExtractor(Extractor):
         *,
         strategy: str = "soft-prompt",
         prompt_config: ClinicalPromptConfig | None = None,
+        quantization: str | None = None,
         **settings: Any,
     ) -> MrcExtractor:
         """A new extractor on a pretrained ``backbone`` (hub id, folder or ``"minilm"``); ``settings`` are
-        :class:`MrcSettings` fields. ``prompt_config`` (soft prompts only) gets the schema's prompt blocks."""
+        :class:`MrcSettings` fields. ``prompt_config`` (soft prompts only) gets the schema's prompt blocks.
+        ``quantization`` (``"8bit"`` or ``"4bit"``, frozen strategies only) loads the backbone through bitsandbytes;
+        the adapter still loads onto the full-precision base."""
         spec = get_strategy(strategy)
+        if quantization is not None and not spec.freeze_backbone:
+            raise ValueError(f"quantization needs a frozen backbone; strategy {spec.name!r} trains it")
         mrc_settings = MrcSettings(**settings)
-        model = load_backbone(backbone)
+        model = load_backbone(backbone, quantization=quantization)
         tokenizer = load_tokenizer(backbone)
         head = SpanHead(model.config.hidden_size, mrc_settings.head_dropout, max_span_len=mrc_settings.max_span_len)
         if spec.uses_soft_prompts:

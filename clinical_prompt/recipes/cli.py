@@ -22,16 +22,10 @@ def run_recipe_command(name: str, args: argparse.Namespace) -> int:
 
 
 def _log_to_stderr() -> None:
+    from clinical_prompt.console import log_to_stderr
     from clinical_prompt.distributed import process_state
 
-    root = logging.getLogger("clinical_prompt")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    level = logging.INFO if process_state().is_main_process else logging.WARNING
-    if root.getEffectiveLevel() > level:  # a more verbose level set by the caller stays
-        root.setLevel(level)
+    log_to_stderr(logging.INFO if process_state().is_main_process else logging.WARNING)
 
 
 def main(name: str, argv: Sequence[str] | None = None) -> int:

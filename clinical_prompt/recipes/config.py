@@ -22,6 +22,7 @@ import yaml
 
 from clinical_prompt.backbone import backbone_problem
 from clinical_prompt.prompts.config import DEPTHS, PROMPT_INITS, REPARAMETERIZATIONS
+from clinical_prompt.quantization import QUANTIZATIONS
 from clinical_prompt.readers import FORMATS, resolve_corpus_path
 from clinical_prompt.schema import SchemaError, load_schema
 from clinical_prompt.strategies import STRATEGIES
@@ -79,6 +80,8 @@ class ModelConfig:
     negative_ratio: float | None = _field(
         1.0, help="MRC strategies: training rows without a gold answer kept per row with one (null: all)")
     head_dropout: float = _field(0.3, help="MRC strategies: dropout of the span head while training")
+    quantization: str | None = _field(
+        None, choices=QUANTIZATIONS, help="soft-prompt-frozen: an 8bit or 4bit backbone through bitsandbytes")
 
 
 @dataclass
@@ -419,6 +422,12 @@ def check_model(model: ModelConfig, prompt: PromptSection, training: TrainingSec
         raise ConfigError("model.negative_ratio", f"must be >= 0 or null, got {model.negative_ratio}")
     if not 0 <= model.head_dropout < 1:
         raise ConfigError("model.head_dropout", f"must be in [0, 1), got {model.head_dropout}")
+    if model.quantization is not None:
+        trained = [s for s in strategies if not STRATEGIES[s].freeze_backbone]
+        if trained:
+            raise ConfigError("model.quantization", f"needs a frozen backbone; strategy {trained[0]!r} trains it")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError("model.quantization", "needs bitsandbytes: pip install 'clinical-prompt[quant]'")
     _positive(prompt.num_virtual_tokens, "prompt.num_virtual_tokens", allow_none=False)
     _positive(prompt.encoder_hidden_size, "prompt.encoder_hidden_size")
     if not 0 <= prompt.prompt_dropout < 1:

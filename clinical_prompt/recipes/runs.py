@@ -99,7 +99,7 @@ def build(schema: TaskSchema, strategy: str, backbone: str, model: ModelConfig, 
         return build_extractor(strategy, schema, backbone, max_length=model.max_length)
     return build_extractor(
         strategy, schema, backbone, max_length=model.max_length, negative_ratio=model.negative_ratio,
-        head_dropout=model.head_dropout,
+        head_dropout=model.head_dropout, quantization=model.quantization,
         prompt_config=prompt_config(schema, prompt) if spec.uses_soft_prompts else None,
         prompt_sharing=prompt.sharing if spec.uses_soft_prompts else "per-type",
     )
