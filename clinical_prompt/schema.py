@@ -5,7 +5,8 @@ from any YAML file with the same layout (see ``schemas/n2c2-2018.yaml``).
 
 Mapping a BRAT document (``TaskSchema.map_document``):
 
-* entity types (event triggers included) are renamed, merged or dropped by ``mapping.concepts``;
+* entity types (event triggers included) are renamed, merged or dropped by ``mapping.concepts``; a schema
+  without a ``mapping`` section takes the corpus's entity and relation types of its own names;
 * BRAT relations and event trigger-argument links become schema relations: the first candidate
   relation type whose head and tail types fit the mapped arguments wins, the others are dropped;
   an argument that is an event id stands for the event's trigger entity;
@@ -82,7 +83,8 @@ class RelationType:
 class CorpusMapping:
     """How a BRAT corpus maps onto a schema.
 
-    ``concepts``: source entity type -> concept name (unlisted types are dropped).
+    ``concepts``: source entity type -> concept name (unlisted types are dropped; a schema file without a
+    ``mapping`` section maps each concept and relation type from the source type of the same name).
     ``relations``: source relation type -> candidate schema relation names, first fitting wins.
     ``event_arguments``: candidate schema relation names for event trigger (Arg1) -> argument (Arg2).
     ``label_attributes``: concept name -> source attribute whose value is the concept's label.
@@ -296,7 +298,10 @@ class _Parser:
             for i, r in enumerate(self.items(data.get("relations", []), "relations"))
         )
         self.distinct([r.name for r in relations], "relations", "{}[{}].name")
-        mapping = self.mapping(data.get("mapping", {}), concepts, relations)
+        if "mapping" in data:
+            mapping = self.mapping(data["mapping"], concepts, relations)
+        else:  # a corpus whose type names are the schema's
+            mapping = CorpusMapping({c.name: c.name for c in concepts}, {r.name: (r.name,) for r in relations})
         return TaskSchema(self.text(data["name"], "name"), concepts, relations, mapping)
 
     def concept(self, value: Any, where: str) -> ConceptType:

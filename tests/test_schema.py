@@ -282,3 +282,19 @@ def test_corpus_counts_match_the_source_annotations(mapped_corpora):
     assert sum(count["ddi"].values()) == 4673
     labels = Counter(a.value for d in mapped_corpora["sdoh-mtsamples"][1] for a in d.attributes.values())
     assert labels == {"current": 498, "none": 319, "past": 137, "future": 2}
+
+
+def test_a_schema_without_a_mapping_takes_the_types_of_its_own_names() -> None:
+    data = {"name": "same-names", "concepts": [{"name": "Drug", "query": "q"}, {"name": "Dose", "query": "q"}],
+            "relations": [{"name": "Dose-Drug", "head": "Drug", "tails": ["Dose"], "query": "q {head}"}]}
+    text = "Aspirin 81 mg daily."
+    doc = Document("d", text, entities={"T1": Entity("T1", "Drug", ((0, 7),), "Aspirin"),
+                                        "T2": Entity("T2", "Dose", ((8, 13),), "81 mg"),
+                                        "T3": Entity("T3", "Frequency", ((14, 19),), "daily")},
+                   relations={"R1": Relation("R1", "Dose-Drug", "T1", "T2")})
+    mapped = TaskSchema.from_dict(data).map_document(doc)
+    assert sorted(e.type for e in mapped.entities.values()) == ["Dose", "Drug"]
+    assert [r.type for r in mapped.relations.values()] == ["Dose-Drug"]
+    explicit = TaskSchema.from_dict({**data, "mapping": {}})  # an empty mapping drops everything, as written
+    assert not explicit.map_document(doc).entities
+    assert TaskSchema.from_dict(explicit.to_dict()).mapping == explicit.mapping
