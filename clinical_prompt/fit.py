@@ -51,6 +51,10 @@ def fit(
         if rates[name] is None:
             raise ValueError(f"strategy {extractor.strategy!r} does not train the {name}")
         rates[name] = rate
+    concept_names = set(extractor.schema.concept_names)
+    if not any(e.type in concept_names for doc in train_docs for e in doc.entities.values()):
+        raise ValueError(f"none of the {len(train_docs)} training documents holds a concept of schema "
+                         f"{extractor.schema.name!r}; map the corpus onto it first (TaskSchema.map_document)")
     groups = extractor.param_groups(
         backbone_lr=rates["backbone"] or 0.0,
         head_lr=rates["head"],

@@ -434,6 +434,17 @@ def test_fit_refits_decoding_only_when_it_restores_earlier_weights(
     assert calls == [len(dev_docs)] * calibrations
 
 
+def test_fit_refuses_documents_that_hold_no_concept_of_the_schema(tiny_backbone, tmp_path) -> None:
+    extractor = build_extractor("hard-prompt", SCHEMA, str(tiny_backbone), max_length=64)
+    unmapped = [Document(d.doc_id, d.text, entities={k: dataclasses.replace(e, type="Medication")
+                                                     for k, e in d.entities.items()})
+                for d in synthetic_corpus(4, seed=0)]
+    config = TrainingConfig(output_dir=tmp_path, num_epochs=1, per_device_batch_size=8, mixed_precision="no")
+    with pytest.raises(ValueError, match="none of the 4 training documents holds a concept of schema"):
+        fit(extractor, unmapped, None, config)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_frozen_adapter_holds_no_note_text(trained, tmp_path) -> None:
     """The per-institution artifact carries prompts, head weights, the schema and settings: no words of the notes."""
     trained("soft-prompt-frozen").extractor.save_pretrained(tmp_path)

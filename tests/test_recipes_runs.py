@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from clinical_prompt.brat import read_corpus
 from clinical_prompt.cli import main
@@ -181,3 +182,14 @@ def test_predictions_of_the_train_recipe_read_back_as_brat(tmp_path, tiny_backbo
         "training.head_lr=null", "training.prompt_lr=null")
     corpus = read_corpus(tmp_path / "predictions")
     assert len(corpus.documents) == 2 and not corpus.problems
+
+
+def test_a_schema_that_maps_nothing_is_refused_naming_the_key(tmp_path, tiny_backbone, capsys):
+    config = load_config("train", CONFIGS / "tiny-train.yaml", [])
+    schema = load_schema(config.data.schema).to_dict()
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump({**schema, "mapping": {"concepts": {"NoSuchType": "Drug"}}}))
+    assert main(["train", "--config", str(CONFIGS / "tiny-train.yaml"), f"output_dir={tmp_path / 'out'}",
+                 f"model.backbone={tiny_backbone}", f"data.schema={tmp_path / 'schema.yaml'}"]) == 2
+    error = capsys.readouterr().err
+    assert "clinical-prompt: error: data.schema: schema 'maccrobat-med' maps no annotation of the" in error
+    assert not (tmp_path / "out" / "model").exists()

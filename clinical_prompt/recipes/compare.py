@@ -30,7 +30,7 @@ def run(config: CompareRecipe) -> dict[str, Any]:
     backbones = [name for name in config.backbones if name not in skipped]
     rows = []
     for corpus, data in config.corpora.items():
-        splits = load_splits(data, seed)
+        splits = load_splits(data, seed, f"corpora.{corpus}")
         train_docs = splits.training_sample(data, seed)
         for backbone in backbones:
             for strategy in config.strategies:

@@ -29,7 +29,7 @@ from clinical_prompt.extractors.base import Extractor
 from clinical_prompt.extractors.mrc import prompt_block_names, query_texts
 from clinical_prompt.fit import fit
 from clinical_prompt.prompts import ClinicalPromptConfig
-from clinical_prompt.recipes.config import DataConfig, ModelConfig, PromptSection, TrainingSection
+from clinical_prompt.recipes.config import ConfigError, DataConfig, ModelConfig, PromptSection, TrainingSection
 from clinical_prompt.recipes.metadata import finished, run_metadata, write_run_metadata
 from clinical_prompt.schema import TaskSchema, load_schema
 from clinical_prompt.strategies import get_strategy
@@ -56,12 +56,16 @@ class Splits:
         return sample_documents(self.pool, min(data.train_documents, len(self.pool)), seed=seed)
 
 
-def load_splits(data: DataConfig, seed: int) -> Splits:
-    """Read and map ``data``; dev documents (``dev_fraction`` of the training documents, seeded) are taken out of
-    the training pool before any sample is drawn from it."""
+def load_splits(data: DataConfig, seed: int, key: str = "data") -> Splits:
+    """Read and map ``data`` (the config section at ``key``); dev documents (``dev_fraction`` of the training
+    documents, seeded) are taken out of the training pool before any sample is drawn from it. A schema that maps
+    none of the corpus's annotations is refused (``ConfigError``)."""
     schema = load_schema(data.schema)
     train, test = load_split(schema, data.train, data.test, format=data.format, test_documents=data.test_documents,
                              annotated_only=data.annotated_only, seed=seed)
+    if not any(doc.entities for doc in (*train, *test)):
+        raise ConfigError(f"{key}.schema", f"schema {schema.name!r} maps no annotation of the {len(train) + len(test)}"
+                          " documents read; check its mapping against the corpus's types (clinical-prompt corpus stats)")
     pool, dev = train_dev_split(train, data.dev_fraction, seed=seed)
     return Splits(schema, pool, dev, test)
 

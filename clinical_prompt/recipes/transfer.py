@@ -27,8 +27,8 @@ def run(config: TransferRecipe) -> dict[str, Any]:
     """Train each strategy on the source, score both test splits, write the table and plot; the run's summary."""
     metadata = begin_run("transfer", config)
     output, seed = Path(config.output_dir), config.training.seed
-    source = load_splits(config.source, seed)
-    target = load_splits(config.target, seed).test  # target.train, if given, only holds out its test split
+    source = load_splits(config.source, seed, "source")
+    target = load_splits(config.target, seed, "target").test  # target.train, if given, only holds out its test split
     train_docs = source.training_sample(config.source, seed)
     source_name, target_name = corpus_name(config.source.train), corpus_name(config.target.test or config.target.train)
     rows = []
