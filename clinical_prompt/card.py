@@ -20,7 +20,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import SafetensorError, safe_open
 
 from clinical_prompt.atomic import write_text
-from clinical_prompt.backbone import DEFAULT_BACKBONE, public_model_id
+from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, public_model_id
 from clinical_prompt.brat import Document
 from clinical_prompt.extractors.base import (
     BACKBONE_DIR,
@@ -38,7 +38,7 @@ __all__ = ["CARD_FILE", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_da
 
 CARD_FILE = "README.md"
 TEMPLATE = files("clinical_prompt") / "model_cards" / "adapter_card.md.j2"
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_HUB_ID = OFFLINE_BACKBONES[DEFAULT_BACKBONE].hub_id
 TAGS = ("clinical", "information-extraction", "prompt-tuning")
 TRAINING_COUNTS = ("documents", "concepts", "relations")
 KINDS = ("concepts", "relations")
@@ -130,8 +130,9 @@ def _backbone(directory: Path, recorded: str | None, prompt: Mapping[str, Any] |
         config = read_json(directory / BACKBONE_DIR / "config.json")
         shape = {"type": config.get("model_type"), "layers": config.get("num_hidden_layers"),
                  "hidden": config.get("hidden_size")}
-    hub_id = MINILM_HUB_ID if recorded == DEFAULT_BACKBONE else recorded
-    return {"recorded": recorded, "hub_id": hub_id, "minilm": hub_id == MINILM_HUB_ID, **shape}
+    offline = OFFLINE_BACKBONES.get(recorded)
+    hub_id = offline.hub_id if offline else recorded
+    return {"recorded": recorded, "hub_id": hub_id, "offline": offline, **shape}
 
 
 def render_card(

