@@ -215,3 +215,16 @@ def test_git_revision_is_unknown_outside_a_checkout(tmp_path):
 def test_data_paths_lists_every_set_path_field():
     config = load_config("compare", CONFIGS / "tiny-compare.yaml")
     assert data_paths(config) == {"corpora.maccrobat.train": "bundled:maccrobat2020"}
+
+
+def test_corpus_names_skip_generic_path_parts(tmp_path):
+    from clinical_prompt.recipes.runs import corpus_name
+
+    (tmp_path / "psytar" / "data" / "all").mkdir(parents=True)
+    (tmp_path / "psytar" / "data" / "all" / "test.txt").write_text("")
+    (tmp_path / "site-a.2024").mkdir()
+    assert corpus_name(str(tmp_path / "psytar" / "data" / "all" / "test.txt")) == "psytar"
+    assert corpus_name("../shared/data/ddi-corpus-2013-brat/Train") == "ddi-corpus-2013-brat"
+    assert corpus_name(str(tmp_path / "site-a.2024")) == "site-a.2024"
+    assert corpus_name("bundled:maccrobat2020") == "maccrobat2020"
+    assert corpus_name("train") == "train"

@@ -18,7 +18,9 @@ from clinical_prompt.atomic import write_text
 from clinical_prompt.brat import Document
 from clinical_prompt.corpus import sample_documents, sample_sentences
 from clinical_prompt.recipes.config import ConfigError, FewshotRecipe
-from clinical_prompt.recipes.runs import SCORE_COLUMNS, begin_run, end_run, is_main_process, load_splits, run_cell
+from clinical_prompt.recipes.runs import (
+    SCORE_COLUMNS, begin_run, corpus_name, end_run, is_main_process, load_splits, run_cell,
+)
 from clinical_prompt.recipes.tables import line_plot, markdown_table, mean_and_spread, with_spread, write_csv
 
 RUN_COLUMNS = ("strategy", "backbone", "unit", "size", "seed", *SCORE_COLUMNS, "epochs_run", "trainable_parameters",
@@ -56,18 +58,25 @@ def run(config: FewshotRecipe) -> dict[str, Any]:
                              "size": size, "seed": seed, **row})
                 if is_main_process():
                     write_csv(output / "runs.csv", rows, RUN_COLUMNS)
-    summary = mean_and_spread(rows, ("strategy", "size"), SCORE_COLUMNS)
     if is_main_process():
-        write_csv(output / "results.csv", summary, SUMMARY_COLUMNS)
-        headers = {"size": f"training {sweep.unit}", **{c: c.replace("_f1", " F1").replace("_", " ") for c in SCORE_COLUMNS}}
-        write_text(output / "results.md", markdown_table(
-            with_spread(summary, SCORE_COLUMNS), ("strategy", "size", "runs", *SCORE_COLUMNS), headers))
-        line_plot(
-            output / "learning_curve.png",
-            {s: [(r["size"], r["concept_strict_f1"], r["concept_strict_f1_sd"]) for r in summary if r["strategy"] == s]
-             for s in strategies},
-            xlabel=f"training {sweep.unit}", ylabel="concept strict F1 (micro)",
-            title=f"Few-shot learning curve (mean ± sd over {len(sweep.seeds)} seeds)", log_x=True,
-        )
+        write_results(output, rows, corpus_name(config.data.train), len(sweep.seeds))
     return end_run(config, metadata, {"runs": len(rows), "files": ["runs.csv", "results.csv", "results.md",
                                                                     "learning_curve.png"]})
+
+
+def write_results(output: Path, rows: Sequence[dict[str, Any]], corpus: str, seeds: int) -> None:
+    """``results.csv``, ``results.md`` and ``learning_curve.png`` of the sweep's run ``rows`` (as in ``runs.csv``)."""
+    summary = mean_and_spread(rows, ("strategy", "size"), SCORE_COLUMNS)
+    unit = rows[0]["unit"]
+    write_csv(output / "results.csv", summary, SUMMARY_COLUMNS)
+    headers = {"size": f"training {unit}", **{c: c.replace("_f1", " F1").replace("_", " ") for c in SCORE_COLUMNS}}
+    write_text(output / "results.md", markdown_table(
+        with_spread(summary, SCORE_COLUMNS), ("strategy", "size", "runs", *SCORE_COLUMNS), headers))
+    strategies = dict.fromkeys(r["strategy"] for r in rows)
+    line_plot(
+        output / "learning_curve.png",
+        {s: [(r["size"], r["concept_strict_f1"], r["concept_strict_f1_sd"]) for r in summary if r["strategy"] == s]
+         for s in strategies},
+        xlabel=f"training {unit}", ylabel="concept strict F1 (micro)",
+        title=f"Few-shot learning curve on {corpus} (mean ± sd over {seeds} seeds)", log_x=True,
+    )

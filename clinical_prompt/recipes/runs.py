@@ -7,6 +7,8 @@ Under ``accelerate launch`` every process runs the recipe: all of them read the 
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import resource
 import shutil
@@ -144,13 +146,13 @@ def score(extractor: Extractor, documents: Sequence[Document], batch_size: int) 
     return scores, predictions
 
 
-def f1_columns(scores: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Micro strict and lenient F1 of concepts and relations, as result-table columns."""
+def f1_columns(scores: Mapping[str, Any], schema: TaskSchema, prefix: str = "") -> dict[str, float | None]:
+    """Micro strict and lenient F1 of concepts and relations, as result-table columns; the relation columns are
+    ``None`` (not scored) where ``schema`` has no relation types."""
     return {
-        f"{prefix}concept_strict_f1": scores["concepts"]["strict"]["micro"]["f1"],
-        f"{prefix}concept_lenient_f1": scores["concepts"]["lenient"]["micro"]["f1"],
-        f"{prefix}relation_strict_f1": scores["relations"]["strict"]["micro"]["f1"],
-        f"{prefix}relation_lenient_f1": scores["relations"]["lenient"]["micro"]["f1"],
+        f"{prefix}{kind[:-1]}_{mode}_f1": scores[kind][mode]["micro"]["f1"] if kind == "concepts" or schema.relations
+        else None
+        for kind in ("concepts", "relations") for mode in ("strict", "lenient")
     }
 
 
@@ -167,7 +169,13 @@ def saved_bytes(extractor: Extractor) -> int:
 
 
 def reset_peak_memory() -> None:
-    """Start a new peak-memory measurement: the GPU's peak statistics, on Linux the process's peak resident set."""
+    """Start a new peak-memory measurement: the GPU's peak statistics, on Linux the process's peak resident set
+    (after handing memory freed by earlier runs back to the system, so that it does not count)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -225,7 +233,7 @@ def run_cell(
     row: dict[str, Any] = {}
     for set_name, documents in test_sets.items():
         scores, _ = score(extractor, documents, training.eval_batch_size)
-        row.update(f1_columns(scores, "" if list(test_sets) == ["test"] else f"{set_name}_"))
+        row.update(f1_columns(scores, schema, "" if list(test_sets) == ["test"] else f"{set_name}_"))
     row.update({
         "epochs_run": len(result.history),
         "trainable_parameters": trainable_parameters(extractor),
@@ -252,7 +260,16 @@ def end_run(config: Any, metadata: dict[str, Any], outputs: dict[str, Any]) -> d
     return outputs
 
 
+GENERIC_PATH_PARTS = frozenset({"train", "test", "dev", "valid", "all", "data", "brat", "files"})
+
+
 def corpus_name(path: str | None) -> str:
-    """A corpus's short name for tables and model cards: the bundled corpus's name or the folder's name."""
+    """A corpus's short name for tables and model cards: the bundled corpus's name, else the innermost part of the
+    path that is not a generic one such as ``Train`` or ``data/all/test.txt``."""
     text = str(path)
-    return text.partition(":")[2] if text.startswith("bundled:") else Path(text).name
+    if text.startswith("bundled:"):
+        return text.partition(":")[2]
+    location = Path(text)
+    parts = [part for part in location.parts[:-1] if part not in ("..", ".", "/")]
+    parts.append(location.stem if location.is_file() else location.name)
+    return next((part for part in reversed(parts) if part.lower() not in GENERIC_PATH_PARTS), location.name)

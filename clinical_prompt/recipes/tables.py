@@ -44,7 +44,8 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[str], headers: Mapping
 
 def mean_and_spread(rows: Sequence[Row], keys: Sequence[str], values: Sequence[str]) -> list[dict[str, Any]]:
     """One row per distinct ``keys`` (in first-seen order): ``runs``, and for each of ``values`` its mean
-    (``{value}``) and sample standard deviation (``{value}_sd``, 0 for one run) over the rows."""
+    (``{value}``) and sample standard deviation (``{value}_sd``, 0 for one run) over the rows; ``None`` where
+    no row has the value (not scored)."""
     groups: dict[tuple, list[Row]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -52,16 +53,17 @@ def mean_and_spread(rows: Sequence[Row], keys: Sequence[str], values: Sequence[s
     for group_key, members in groups.items():
         out: dict[str, Any] = dict(zip(keys, group_key)) | {"runs": len(members)}
         for value in values:
-            numbers = [float(m[value]) for m in members]
-            out[value] = statistics.fmean(numbers)
-            out[f"{value}_sd"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+            numbers = [float(m[value]) for m in members if m[value] is not None]
+            out[value] = statistics.fmean(numbers) if numbers else None
+            out[f"{value}_sd"] = (statistics.stdev(numbers) if len(numbers) > 1 else 0.0) if numbers else None
         summary.append(out)
     return summary
 
 
 def with_spread(rows: Sequence[Row], values: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of :func:`mean_and_spread` with each value as the text ``mean ± sd`` (for markdown)."""
-    return [{**row, **{v: f"{row[v]:.3f} ± {row[f'{v}_sd']:.3f}" for v in values}} for row in rows]
+    return [{**row, **{v: None if row[v] is None else f"{row[v]:.3f} ± {row[f'{v}_sd']:.3f}" for v in values}}
+            for row in rows]
 
 
 def save_figure(path: str | os.PathLike, draw: Callable[[Any], None], *, size: tuple[float, float] = (7, 4.5)) -> None:
@@ -85,6 +87,9 @@ def line_plot(path: str | os.PathLike, series: Mapping[str, Sequence[tuple[float
             axes.fill_between(xs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)], alpha=0.2)
         if log_x:
             axes.set_xscale("log")
+            ticks = sorted({x for points in series.values() for x, _, _ in points})
+            axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            axes.minorticks_off()
         axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -36,7 +36,7 @@ def run(config: TrainRecipe) -> dict[str, Any]:
 
     summary = {
         "train_documents": len(train_docs), "dev_documents": len(splits.dev), "test_documents": len(splits.test),
-        **f1_columns(scores), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        **f1_columns(scores, splits.schema), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
         "train_loss": [epoch["train_loss"] for epoch in result.history],
         "trainable_parameters": trainable_parameters(extractor), "train_seconds": round(result.train_seconds, 1),
         "peak_memory_mib": round(peak / 2**20), "documents_per_process": predictions.per_process,
