@@ -169,11 +169,11 @@ def test_transfer_scores_in_domain_and_on_the_target(tmp_path, tiny_backbone, sh
     table = rows(output / "results.csv")
     assert [r["strategy"] for r in table] == ["soft-prompt-frozen", "finetune"]
     for r in table:
-        assert (r["source"], r["target"], r["train_documents"]) == ("ade-corpus-v2", "test.txt", "20")
+        assert (r["source"], r["target"], r["train_documents"]) == ("ade-corpus-v2", "psytar", "20")
         assert float(r["concept_strict_drop"]) == pytest.approx(
             float(r["in_domain_concept_strict_f1"]) - float(r["target_concept_strict_f1"]))
     assert (output / "results.md").read_text().startswith("Train on ade-corpus-v2 (20 documents); test in-domain "
-                                                         "(10 documents) and on test.txt (10 documents).")
+                                                         "(10 documents) and on psytar (10 documents).")
     assert (output / "transfer.png").read_bytes().startswith(PNG)
 
 
