@@ -379,3 +379,19 @@ def test_ddi_counts_match_source(
     assert sum(len(doc.entities) for doc in corpus.documents) + len(corpus.problems) == entities
     assert sum(len(doc.relations) for doc in corpus.documents) == relations
     assert sum(" " in doc.doc_id for doc in corpus.documents) == spaced  # 130 file names in all
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_take_the_umask_and_replaced_files_keep_their_mode(tmp_path: Path, umask: int) -> None:
+    doc = read_document(write_pair(tmp_path / "in", "note", TEXT, ALL_KINDS))
+    previous = os.umask(umask)
+    try:
+        ann = write_document(doc, tmp_path / "out", write_text=True)
+        assert stat.S_IMODE(ann.stat().st_mode) == 0o666 & ~umask
+        assert stat.S_IMODE(ann.with_suffix(".txt").stat().st_mode) == 0o666 & ~umask
+        ann.chmod(0o640)
+        write_document(doc, tmp_path / "out")
+        assert stat.S_IMODE(ann.stat().st_mode) == 0o640
+    finally:
+        os.umask(previous)
