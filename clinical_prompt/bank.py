@@ -239,7 +239,7 @@ def _prompt_batch(
         return None
     length = max(adapter.encoder.config.num_virtual_tokens for adapter, _ in chosen)
     first = chosen[0][0].encoder
-    prompts = first.prompts.initial_tables.new_zeros(len(block_ids), length, first.config.table_width)
+    prompts = first.prompts.seed.new_zeros(len(block_ids), length, first.config.table_width)
     mask = torch.zeros(len(block_ids), length, dtype=torch.bool, device=prompts.device)
     for adapter, rows in chosen:
         index = torch.tensor(rows, device=block_ids.device)

@@ -16,9 +16,7 @@ class PromptTables(nn.Module):
     parameter ``tables``. With ``"mlp"`` the parameter ``embeddings`` ``[num_blocks, P, hidden]`` goes through
     hidden -> bottleneck -> tanh -> width (P-tuning v2's prefix projection); with ``"lstm"`` each block runs
     through a bidirectional LSTM and a two-layer ReLU MLP (P-tuning's prompt encoder). The reparameterization
-    is shared by the blocks and is added to the buffer ``start``, the tables that prompt initialization writes;
-    its last layer starts at zero, so a new reparameterized prompt starts from the same tables as a plain one
-    (an encoder's own output would start deep prompts at a small fraction of the backbone's key/value scale).
+    is shared by the blocks.
     """
 
     def __init__(self, config: ClinicalPromptConfig) -> None:
@@ -30,7 +28,6 @@ class PromptTables(nn.Module):
         if self.reparameterization == "none":
             self.tables = nn.Parameter(torch.randn(*shape, width))
         else:
-            self.register_buffer("start", torch.randn(*shape, width))
             self.embeddings = nn.Parameter(torch.randn(*shape, hidden))
         if self.reparameterization == "mlp":
             self.projection = nn.Sequential(nn.Linear(hidden, bottleneck), nn.Tanh(), nn.Linear(bottleneck, width))
@@ -39,23 +36,20 @@ class PromptTables(nn.Module):
             self.projection = nn.Sequential(
                 nn.Linear(2 * bottleneck, 2 * bottleneck), nn.ReLU(), nn.Linear(2 * bottleneck, width)
             )
-        if self.reparameterization != "none":
-            nn.init.zeros_(self.projection[-1].weight)
-            nn.init.zeros_(self.projection[-1].bias)
         self.dropout = nn.Dropout(config.prompt_dropout)
 
     @property
-    def initial_tables(self) -> torch.Tensor:
-        """What prompt initialization writes: the tables themselves, or the reparameterization's ``start``."""
-        return self.tables if self.reparameterization == "none" else self.start
+    def seed(self) -> nn.Parameter:
+        """The parameter that prompt initialization writes: the tables, or the reparameterization's input."""
+        return self.tables if self.reparameterization == "none" else self.embeddings
 
     def materialize(self) -> torch.Tensor:
         """The final tables ``[num_blocks, P, width]``, through the reparameterization, without dropout."""
         if self.reparameterization == "none":
             return self.tables
         if self.reparameterization == "mlp":
-            return self.start + self.projection(self.embeddings)
-        return self.start + self.projection(self.lstm(self.embeddings)[0])
+            return self.projection(self.embeddings)
+        return self.projection(self.lstm(self.embeddings)[0])
 
     def forward(self, block_ids: torch.Tensor) -> torch.Tensor:
         """The prompt of each row's block: ``block_ids [B]`` -> ``[B, P, width]``."""

@@ -95,18 +95,15 @@ class PromptedEncoder(nn.Module):
         token_ids = self._init_token_ids(tokenizer)
         if token_ids is None:
             return
-        prompts = self.prompts
-        token_ids = token_ids.to(prompts.initial_tables.device)
-        embeddings = self.backbone.get_input_embeddings()(token_ids)
-        if prompts.reparameterization != "none":
-            prompts.embeddings.copy_(embeddings)
-        if self.config.depth == "input":
-            prompts.initial_tables.copy_(embeddings)
+        seed = self.prompts.seed
+        token_ids = token_ids.to(seed.device)
+        if self.config.depth == "input" or self.prompts.reparameterization != "none":
+            seed.copy_(self.backbone.get_input_embeddings()(token_ids))
             return
         training = self.backbone.training
         self.backbone.eval()
         try:
-            prompts.initial_tables.copy_(self._token_keys_values(token_ids))
+            seed.copy_(self._token_keys_values(token_ids))
         finally:
             self.backbone.train(training)
 
@@ -225,7 +222,7 @@ class PromptedEncoder(nn.Module):
     @torch.no_grad()
     def _load_adapter_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Copy materialized prompt tables (inference mode) and head weights in (names and shapes already checked)."""
-        self.prompts.initial_tables.copy_(tensors[TABLES_KEY])
+        self.prompts.seed.copy_(tensors[TABLES_KEY])
         if self.heads is not None:
             heads = {name[len(HEADS_PREFIX) :]: value for name, value in tensors.items() if name != TABLES_KEY}
             self.heads.load_state_dict(heads)
