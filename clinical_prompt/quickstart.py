@@ -39,8 +39,8 @@ def run_quickstart(config: QuickstartConfig) -> int:
     """Train, evaluate and extract as :class:`QuickstartConfig` says; print the results and where they are."""
     from clinical_prompt.atomic import write_json
     from clinical_prompt.brat import read_corpus, write_document
-    from clinical_prompt.console import log_to_stderr
     from clinical_prompt.card import training_data_summary, write_card
+    from clinical_prompt.console import log_to_stderr
     from clinical_prompt.corpus import train_dev_split
     from clinical_prompt.evaluation import evaluate_documents, format_table
     from clinical_prompt.extractors import build_extractor

@@ -33,15 +33,15 @@ def in_repository(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-def save_tiny_minilm(directory: Path, minilm_path: Path, hidden_size: int = 32) -> Path:
-    """A random 2-layer BERT of ``hidden_size`` with MiniLM's tokenizer, saved in ``directory``: MACCROBAT text
+def save_tiny_minilm(directory: Path, minilm_path: Path) -> Path:
+    """A random 2-layer BERT of hidden size 32 with MiniLM's tokenizer, saved in ``directory``: MACCROBAT text
     tokenizes as for MiniLM, and a recipe trains in seconds."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=512)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

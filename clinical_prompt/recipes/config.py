@@ -118,6 +118,16 @@ class TrainingSection:
     seed: int = _field(42, help="seed of the weights, the data order and every sample")
     keep_checkpoints: bool = _field(False, help="keep the per-epoch checkpoints after training")
 
+    def training_config(self, output_dir: Path, *, dev: bool = True) -> TrainingConfig:
+        """The library's :class:`TrainingConfig` of this section; no early stopping without dev documents."""
+        return TrainingConfig(
+            output_dir=output_dir, num_epochs=self.epochs, per_device_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio, eval_every_epoch=self.eval_every_epoch,
+            early_stopping_patience=self.early_stopping_patience if dev else None,
+            load_best_at_end=self.load_best_at_end, mixed_precision=self.mixed_precision, seed=self.seed,
+        )
+
 
 @dataclass
 class FewshotSection:
@@ -434,12 +444,7 @@ def check_model(model: ModelConfig, prompt: PromptSection, training: TrainingSec
         raise ConfigError("prompt.prompt_dropout", f"must be in [0, 1), got {prompt.prompt_dropout}")
     _positive(training.eval_batch_size, "training.eval_batch_size", allow_none=False)
     try:
-        TrainingConfig(output_dir=Path("."), num_epochs=training.epochs, per_device_batch_size=training.batch_size,
-                       gradient_accumulation_steps=training.gradient_accumulation_steps,
-                       weight_decay=training.weight_decay, warmup_ratio=training.warmup_ratio,
-                       eval_every_epoch=training.eval_every_epoch,
-                       early_stopping_patience=training.early_stopping_patience,
-                       mixed_precision=training.mixed_precision, seed=training.seed)
+        training.training_config(Path("."))
     except ValueError as error:
         raise ConfigError("training", str(error).replace("num_epochs", "epochs")
                           .replace("per_device_batch_size", "batch_size")) from None

@@ -30,5 +30,6 @@ def run(config: EvaluateRecipe) -> dict[str, Any]:
             write_document(document, output / "predictions", write_text=True)
         write_json(output / "metrics.json", scores)
         print(format_table(scores))
-    summary = {"test_documents": len(gold), **f1_columns(scores, extractor.schema), "documents_per_process": predictions.per_process}
+    summary = {"test_documents": len(gold), **f1_columns(scores, extractor.schema),
+               "documents_per_process": predictions.per_process}
     return end_run(config, metadata, summary)

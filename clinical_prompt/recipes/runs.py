@@ -35,7 +35,7 @@ from clinical_prompt.recipes.config import ConfigError, DataConfig, ModelConfig,
 from clinical_prompt.recipes.metadata import finished, run_metadata, write_run_metadata
 from clinical_prompt.schema import TaskSchema, load_schema
 from clinical_prompt.strategies import get_strategy
-from clinical_prompt.training import TrainingConfig, TrainingResult
+from clinical_prompt.training import TrainingResult
 
 logger = logging.getLogger("clinical_prompt.recipes")
 
@@ -66,8 +66,9 @@ def load_splits(data: DataConfig, seed: int, key: str = "data") -> Splits:
     train, test = load_split(schema, data.train, data.test, format=data.format, test_documents=data.test_documents,
                              annotated_only=data.annotated_only, seed=seed)
     if not any(doc.entities for doc in (*train, *test)):
-        raise ConfigError(f"{key}.schema", f"schema {schema.name!r} maps no annotation of the {len(train) + len(test)}"
-                          " documents read; check its mapping against the corpus's types (clinical-prompt corpus stats)")
+        raise ConfigError(f"{key}.schema", f"schema {schema.name!r} maps no annotation of the "
+                          f"{len(train) + len(test)} documents read; check its mapping against the corpus's types "
+                          "(clinical-prompt corpus stats)")
     pool, dev = train_dev_split(train, data.dev_fraction, seed=seed)
     return Splits(schema, pool, dev, test)
 
@@ -122,14 +123,7 @@ def train(extractor: Extractor, train_docs: Sequence[Document], dev_docs: Sequen
           training: TrainingSection, run_dir: Path) -> TrainingResult:
     """:func:`clinical_prompt.fit.fit` with the ``training`` section, checkpoints in ``run_dir/checkpoints``
     (removed afterwards unless ``keep_checkpoints``); no dev scoring without dev documents."""
-    config = TrainingConfig(
-        output_dir=run_dir, num_epochs=training.epochs, per_device_batch_size=training.batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        weight_decay=training.weight_decay, warmup_ratio=training.warmup_ratio,
-        eval_every_epoch=training.eval_every_epoch,
-        early_stopping_patience=training.early_stopping_patience if dev_docs else None,
-        load_best_at_end=training.load_best_at_end, mixed_precision=training.mixed_precision, seed=training.seed,
-    )
+    config = training.training_config(run_dir, dev=bool(dev_docs))
     result = fit(extractor, train_docs, dev_docs or None, config,
                  learning_rates=learning_rates(training, extractor.strategy), eval_batch_size=training.eval_batch_size)
     wait_for_everyone()
