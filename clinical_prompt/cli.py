@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -40,15 +41,19 @@ def _corpus_align(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.config is not None:
-        if any(value is not None for value in (args.gold, args.pred, args.schema, args.json)):
-            raise _UsageError("evaluate --config takes its paths from the config; leave out --gold, --pred, "
-                              "--schema and --json")
+        if any(value is not None for value in (args.gold, args.pred, args.schema, args.json)) \
+                or args.matching != "official" or args.missing_as_empty:
+            raise _UsageError("evaluate --config takes its paths from the config and scores the default way; leave "
+                              "out --gold, --pred, --schema, --json, --matching and --missing-as-empty")
         return _recipe("evaluate")(args)
     if args.gold is None or args.pred is None or args.overrides:
         raise _UsageError("evaluate needs --gold DIR --pred DIR, or --config FILE [key=value ...]")
+    from clinical_prompt.console import log_to_stderr
     from clinical_prompt.evaluation.n2c2 import run_evaluate
 
-    return run_evaluate(args.gold, args.pred, args.schema, args.json)
+    log_to_stderr(logging.WARNING)  # documents left out are named there
+    return run_evaluate(args.gold, args.pred, args.schema, args.json, matching=args.matching,
+                        missing="empty" if args.missing_as_empty else "skip")
 
 
 def _recipe(name: str) -> Callable[[argparse.Namespace], int]:
@@ -137,8 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="n2c2 strict and lenient micro-F1 of BRAT predictions")
     evaluate.add_argument("--gold", help="directory of gold BRAT files")
     evaluate.add_argument("--pred", help="directory of predicted BRAT files")
-    evaluate.add_argument("--schema", help="map both sides onto this schema first")
+    evaluate.add_argument("--schema", help="map both sides onto this schema first (what it drops is reported)")
     evaluate.add_argument("--json", help="also write the scores to this JSON file")
+    evaluate.add_argument("--matching", choices=("official", "one-to-one"), default="official",
+                          help="how matches are counted: as the official n2c2 script (default), or a maximum "
+                               "one-to-one matching")
+    evaluate.add_argument("--missing-as-empty", action="store_true",
+                          help="score a document present on one side only as empty on the other (default: "
+                               "leave it out, as the official script)")
     add_recipe_arguments(evaluate, config_required=False)  # --config: the evaluate recipe on a trained model
     evaluate.set_defaults(run=_evaluate)
 

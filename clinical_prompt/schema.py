@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ from .brat import Attribute, Document, Relation
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 HEAD_ARGS = ("Arg1", "Arg2")
+NOT_IN_SCHEMA = "type not in schema"
+ARGUMENT_DROPPED = "argument not kept"
+ARGUMENTS_DO_NOT_FIT = "argument types do not fit"
+DUPLICATE = "duplicate"
+DROP_REASONS = (NOT_IN_SCHEMA, ARGUMENT_DROPPED, ARGUMENTS_DO_NOT_FIT, DUPLICATE)
 
 
 class SchemaError(ValueError):
@@ -126,10 +132,18 @@ class TaskSchema:
 
         Ids are kept; relations from event arguments get new ``R`` ids after the document's own.
         """
+        return self.map_with_drops(doc)[0]
+
+    def map_with_drops(self, doc: Document) -> tuple[Document, Counter[tuple[str, str]]]:
+        """:meth:`map_document` and what it left out: ``(kind, reason)`` -> count, kind ``"concepts"``
+        or ``"relations"``, reason one of :data:`DROP_REASONS` (attributes are not counted)."""
         m = self.mapping
         entities = {e.id: replace(e, type=m.concepts[e.type]) for e in doc.entities.values() if e.type in m.concepts}
         relation_types = {r.name: r for r in self.relations}
         concepts = {c.name: c for c in self.concepts}
+        unmapped_relations = sum(r.type not in m.relations for r in doc.relations.values())
+        dropped = Counter({("concepts", NOT_IN_SCHEMA): len(doc.entities) - len(entities),
+                           ("relations", NOT_IN_SCHEMA): unmapped_relations})
 
         def resolve(ann_id: str) -> str | None:
             event = doc.events.get(ann_id)
@@ -145,10 +159,12 @@ class TaskSchema:
         for rel_id, candidates, arg1, arg2 in links:
             a1, a2 = resolve(arg1), resolve(arg2)
             if a1 is None or a2 is None:
+                dropped["relations", ARGUMENT_DROPPED] += 1
                 continue
             types = (entities[a1].type, entities[a2].type)
             rtype = next((n for n in candidates if relation_types[n].fits(*types)), None)
             if rtype is None or (rtype, a1, a2) in seen:
+                dropped["relations", DUPLICATE if rtype else ARGUMENTS_DO_NOT_FIT] += 1
                 continue
             seen.add((rtype, a1, a2))
             if rel_id is None:
@@ -161,7 +177,8 @@ class TaskSchema:
             concept = concepts[entities[target].type] if target else None
             if concept and m.label_attributes.get(concept.name) == a.name and a.value in concept.labels:
                 attributes[a.id] = Attribute(a.id, a.name, target, a.value)
-        return Document(doc.doc_id, doc.text, entities=entities, relations=relations, attributes=attributes)
+        mapped = Document(doc.doc_id, doc.text, entities=entities, relations=relations, attributes=attributes)
+        return mapped, +dropped
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON- and YAML-safe dict in the layout of the schema files; ``from_dict`` reads it back."""

@@ -6,6 +6,8 @@ from typing import Any
 
 _MODE_HEADER = "{:-^28}"
 _COLUMNS = f"{'Prec.':<10}{'Rec.':<10}{'F(b=1)':<8}"
+_MISSING = {"skip": "not scored", "empty": "scored as empty"}
+_SIDES = {"gold": "the gold", "pred": "the predictions"}
 
 
 def _cells(scores: Mapping[str, float]) -> str:
@@ -25,12 +27,33 @@ def _section(title: str, scores: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def format_table(result: Mapping[str, Any]) -> str:
-    """Per-type, micro and macro precision, recall and F1, strict and lenient, for concepts and relations."""
+def _dropped(kinds: Mapping[str, Mapping[str, int]]) -> str:
+    """``3 concepts (type not in schema 3), 2 relations (duplicate 2)``, or ``nothing``."""
+    parts = [
+        f"{sum(reasons.values())} {kind} ({', '.join(f'{reason} {n}' for reason, n in reasons.items())})"
+        for kind, reasons in kinds.items() if reasons
+    ]
+    return ", ".join(parts) or "nothing"
+
+
+def _header(result: Mapping[str, Any]) -> list[str]:
     docs = result["documents"]
-    header = (
-        f"{docs['gold']} gold documents, {docs['pred']} predicted "
-        f"({len(docs['missing_pred'])} without prediction, {len(docs['missing_gold'])} without gold)"
-    )
-    lines = [header, "", *_section("Concepts", result["concepts"]), "", *_section("Relations", result["relations"])]
+    lines = [
+        f"{docs['scored']} documents scored ({docs['gold']} gold, {docs['pred']} predicted), "
+        f"matching: {result['matching']}",
+        f"{len(docs['missing_pred'])} without prediction, {len(docs['missing_gold'])} without gold: "
+        f"{_MISSING[docs['missing']]}",
+    ]
+    if "schema" in result:
+        schema = result["schema"]
+        lines += [f"schema {schema['name']} dropped from {label}: {_dropped(schema['dropped'][side])}"
+                  for side, label in _SIDES.items()]
+    return lines
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The documents scored, the matching and what a schema dropped, then per-type, micro and macro precision,
+    recall and F1, strict and lenient, for concepts and relations."""
+    lines = [*_header(result), "", *_section("Concepts", result["concepts"]), "",
+             *_section("Relations", result["relations"])]
     return "".join(line.rstrip() + "\n" for line in lines)

@@ -1,9 +1,10 @@
 """Counts to precision, recall and F1, and their micro and document-level macro aggregates.
 
 Zero division gives 0.0, as in the official n2c2 script: precision is 0.0 without predictions,
-recall is 0.0 without gold items, F1 is 0.0 when both are 0.0. The document-level macro average leaves
-out documents with neither gold items nor predictions of the kind scored (the official script would
-score them 0.0), so gold scored against itself gives 1.0 in both averages.
+recall is 0.0 without gold items, F1 is 0.0 when both are 0.0. The document-level macro average is,
+as in the official script, the mean over every scored document, so a document with neither gold items
+nor predictions of the kind scored counts 0.0: gold scored against itself gives a macro below 1.0
+when some documents have nothing of that kind.
 """
 from __future__ import annotations
 
@@ -50,12 +51,10 @@ def micro(counts: Iterable[Counts]) -> Counts:
 
 
 def macro(per_document: Sequence[Counts]) -> dict[str, float]:
-    """Mean over documents with any gold item or prediction of each one's precision, recall and F1
-    (0.0 for no such document)."""
-    scored = [c for c in per_document if c.tp + c.fp + c.fn]
-    n = len(scored)
+    """Mean over all documents of each one's precision, recall and F1 (0.0 for no document)."""
+    n = len(per_document)
     return {
-        "precision": _ratio(sum(c.precision for c in scored), n),
-        "recall": _ratio(sum(c.recall for c in scored), n),
-        "f1": _ratio(sum(c.f1 for c in scored), n),
+        "precision": _ratio(sum(c.precision for c in per_document), n),
+        "recall": _ratio(sum(c.recall for c in per_document), n),
+        "f1": _ratio(sum(c.f1 for c in per_document), n),
     }

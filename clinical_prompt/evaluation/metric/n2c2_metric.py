@@ -3,7 +3,8 @@
 Each prediction and reference is one document: ``{"entities": [{"id", "type", "start", "end"}],
 "relations": [{"id", "type", "arg1", "arg2"}]}`` (``arg1``/``arg2`` are entity ids of the same
 document; ``start``/``end`` the outer character bounds). Predictions and references pair by position.
-``compute`` returns the dict of :func:`clinical_prompt.evaluation.n2c2.evaluate_documents`.
+``compute`` returns the dict of :func:`clinical_prompt.evaluation.n2c2.evaluate_documents`, counted as the
+official n2c2 script counts unless ``compute(..., matching="one-to-one")``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import datasets
 import evaluate
 
 from clinical_prompt.brat import Document, Entity, Relation
+from clinical_prompt.evaluation.counting import Matching
 from clinical_prompt.evaluation.n2c2 import evaluate_documents
 
 _DOCUMENT = {
@@ -48,7 +50,7 @@ def example_to_document(example: Mapping[str, Any], doc_id: str) -> Document:
 
 
 class N2c2Metric(evaluate.Metric):
-    """Strict and lenient precision, recall and F1 of concepts and relations (n2c2 rules, one-to-one counts)."""
+    """Strict and lenient precision, recall and F1 of concepts and relations (n2c2 rules and counts)."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -58,7 +60,8 @@ class N2c2Metric(evaluate.Metric):
             features=datasets.Features({"predictions": _DOCUMENT, "references": _DOCUMENT}),
         )
 
-    def _compute(self, predictions: list[dict], references: list[dict]) -> dict[str, Any]:
+    def _compute(self, predictions: list[dict], references: list[dict], matching: Matching = "official"
+                 ) -> dict[str, Any]:
         pred = {str(i): example_to_document(p, str(i)) for i, p in enumerate(predictions)}
         gold = {str(i): example_to_document(r, str(i)) for i, r in enumerate(references)}
-        return evaluate_documents(gold, pred)
+        return evaluate_documents(gold, pred, matching=matching)
