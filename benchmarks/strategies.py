@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
         "test_docs": len(test_docs),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
+        "matching": scores["matching"],
         "concept_strict_f1": scores["concepts"]["strict"]["micro"]["f1"],
         "concept_lenient_f1": scores["concepts"]["lenient"]["micro"]["f1"],
         "relation_strict_f1": scores["relations"]["strict"]["micro"]["f1"],

@@ -43,6 +43,7 @@ TAGS = ("clinical", "information-extraction", "prompt-tuning")
 TRAINING_COUNTS = ("documents", "concepts", "relations")
 KINDS = ("concepts", "relations")
 MODES = ("strict", "lenient")
+MATCHINGS = ("official", "one-to-one")
 SCORES = ("precision", "recall", "f1")
 
 
@@ -97,12 +98,16 @@ def _scores(metrics: Mapping[str, Any], schema: TaskSchema) -> dict[str, Any]:
                 row = scored.get(name)
                 per_type.append({"type": name, "f1": None} if row is None else
                                 {"type": name, "f1": float(row["f1"]), "gold": int(row["tp"]) + int(row["fn"])})
-        documents = int(metrics["documents"]["gold"])
+        # evaluation JSON written before these fields existed scored every gold document, counted one-to-one
+        documents = int(metrics["documents"].get("scored", metrics["documents"]["gold"]))
+        matching = metrics.get("matching", "one-to-one")
+        if matching not in MATCHINGS:
+            raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise MetricsFormatError(
             f"metrics: not the evaluation JSON of clinical_prompt.evaluation ({type(error).__name__}: {error})"
         ) from None
-    return {"micro": micro, "per_type": per_type, "documents": documents}
+    return {"micro": micro, "per_type": per_type, "documents": documents, "matching": matching}
 
 
 def _weight_files(directory: Path, paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -159,6 +159,25 @@ def test_metrics_table_reports_the_given_scores(frozen_dir: Path, tmp_path: Path
     assert "evaluation documents: 1." in card
 
 
+def test_the_card_states_the_counting_mode_and_the_documents_scored(frozen_dir: Path) -> None:
+    text = "aspirin"
+    gold = {d: Document(d, text, entities={"T1": entity("T1", "Drug", 0, 7, text)}) for d in ("d1", "d2")}
+    pred = {"d1": Document("d1", text, entities={"T1": entity("T1", "Drug", 0, 7, text),
+                                                 "T2": entity("T2", "Drug", 0, 7, text)})}
+    official = render_card(frozen_dir, metrics=evaluate_documents(gold, pred)).content
+    assert "Counting: `official`" in official and "evaluation documents: 1." in official  # d2 was not scored
+    assert "| Drug | 1.0000 (1) |" in official  # the duplicate is not counted
+    one_to_one = evaluate_documents(gold, pred, matching="one-to-one", missing="empty")
+    card = render_card(frozen_dir, metrics=one_to_one).content
+    assert "Counting: `one-to-one`" in card and "Counting: `official`" not in card
+    assert "evaluation documents: 2." in card and "| Drug | 0.5000 (2) |" in card  # 1 TP, 1 FP, 1 FN
+    # evaluation JSON without the fields counted one-to-one over every gold document
+    del one_to_one["matching"], one_to_one["documents"]["scored"]
+    assert render_card(frozen_dir, metrics=one_to_one).content == card
+    with pytest.raises(ValueError, match="matching must be one of"):
+        render_card(frozen_dir, metrics={**one_to_one, "matching": "greedy"})
+
+
 def test_types_without_gold_or_prediction_read_n_a(frozen_dir: Path) -> None:
     empty = {"d1": Document("d1", "No medication.")}
     card = render_card(frozen_dir, metrics=evaluate_documents(empty, empty)).content

@@ -19,8 +19,9 @@ def test_quickstart_writes_adapter_card_metrics_and_predictions(tmp_path: Path, 
     adapter = {p.name for p in (out / "adapter").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "extractor.json", "schema.json", "README.md"} <= adapter
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"concepts", "relations", "documents"}
-    assert metrics["documents"]["gold"] == 2 and metrics["documents"]["missing_pred"] == []
+    assert set(metrics) == {"matching", "concepts", "relations", "documents"}
+    assert metrics["matching"] == "official" and "Counting: `official`" in (out / "adapter" / "README.md").read_text()
+    assert metrics["documents"]["scored"] == 2 and metrics["documents"]["missing_pred"] == []
     held_out = sorted(p.stem for p in BUNDLED_CORPUS.glob("*.ann"))[-2:]
     assert sorted(p.stem for p in (out / "predictions").glob("*.ann")) == held_out
     read_corpus(out / "predictions")  # valid BRAT, text beside each .ann
