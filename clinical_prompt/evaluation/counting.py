@@ -23,7 +23,8 @@ def count_official(gold: Sequence[Item], pred: Sequence[Item], mode: Mode) -> Co
 
     Predictions are taken in file order. Each one claims every gold item it matches. A prediction
     that matches a gold item claimed before it (by an earlier prediction, kept or not) is set aside:
-    it is neither a true nor a false positive, and the other gold items it matches stay claimed.
+    it is neither a true nor a false positive, though the free gold items it matches are claimed
+    all the same.
     Of the predictions kept, TP is the number that match any gold item and FP the number that
     match none; FN = number of gold items - TP. So TP counts predictions, not gold items: in
     lenient mode one prediction over two gold items is one TP and leaves one FN, and a later
