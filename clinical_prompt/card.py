@@ -20,23 +20,25 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import SafetensorError, safe_open
 
 from clinical_prompt.atomic import write_text
-from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, public_model_id
+from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, offline_name, public_model_id
 from clinical_prompt.brat import Document
-from clinical_prompt.extractors.base import (
+from clinical_prompt.layout import (
     BACKBONE_DIR,
+    CARD_FILE,
+    CONFIG_NAME,
     EXTRACTOR_FILE,
+    HEADS_FILE,
     SCHEMA_FILE,
+    WEIGHTS_NAME,
     ExtractorFormatError,
+    inside,
     read_extractor_meta,
     read_json,
 )
-from clinical_prompt.extractors.mrc import HEADS_FILE
-from clinical_prompt.prompts.model import CONFIG_NAME, WEIGHTS_NAME
 from clinical_prompt.schema import TaskSchema
 
 __all__ = ["CARD_FILE", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
 
-CARD_FILE = "README.md"
 TEMPLATE = files("clinical_prompt") / "model_cards" / "adapter_card.md.j2"
 MINILM_HUB_ID = OFFLINE_BACKBONES[DEFAULT_BACKBONE].hub_id
 TAGS = ("clinical", "information-extraction", "prompt-tuning")
@@ -110,7 +112,7 @@ def _weight_files(directory: Path, paths: Sequence[Path]) -> list[dict[str, Any]
     rows = []
     for path in paths:
         try:
-            with safe_open(path, framework="pt") as tensors:
+            with safe_open(inside(path, directory), framework="pt") as tensors:
                 elements = sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
         except (OSError, SafetensorError) as error:
             raise ExtractorFormatError(f"{path}: not a readable safetensors file ({error})") from None
@@ -121,7 +123,7 @@ def _weight_files(directory: Path, paths: Sequence[Path]) -> list[dict[str, Any]
 
 def _backbone(directory: Path, recorded: str | None, prompt: Mapping[str, Any] | None) -> dict[str, Any]:
     """The recorded backbone, its hub id, whether it is MiniLM, and its shape from the adapter's files."""
-    if recorded is not None and public_model_id(recorded) != recorded:
+    if recorded is not None and public_model_id(recorded) is None:
         raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: backbone is not a hub id")
     if prompt is not None:
         shape = {"type": prompt.get("base_model_type"), "layers": prompt.get("num_layers"),
@@ -130,9 +132,9 @@ def _backbone(directory: Path, recorded: str | None, prompt: Mapping[str, Any] |
         config = read_json(directory / BACKBONE_DIR / "config.json")
         shape = {"type": config.get("model_type"), "layers": config.get("num_hidden_layers"),
                  "hidden": config.get("hidden_size")}
-    offline = OFFLINE_BACKBONES.get(recorded)
-    hub_id = offline.hub_id if offline else recorded
-    return {"recorded": recorded, "hub_id": hub_id, "offline": offline, **shape}
+    short = offline_name(recorded)
+    offline = OFFLINE_BACKBONES[short] if short else None
+    return {"recorded": recorded, "hub_id": public_model_id(recorded), "offline": offline, **shape}
 
 
 def render_card(

@@ -9,13 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_prompt.extractors.base import (
-    DocumentPredictions,
-    Extractor,
-    ExtractorFormatError,
-    read_extractor_meta,
-)
+from clinical_prompt.extractors.base import DocumentPredictions, Extractor, ExtractorFormatError
 from clinical_prompt.extractors.mrc import MrcExtractor, MrcSettings
+from clinical_prompt.layout import read_extractor_meta
 from clinical_prompt.schema import TaskSchema, load_schema
 from clinical_prompt.strategies import STRATEGIES, Strategy, get_strategy
 

@@ -9,7 +9,6 @@ local path.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,31 +16,25 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from clinical_prompt.backbone import public_model_id
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
-from clinical_prompt.prompts.model import PICKLE_SUFFIXES, AdapterFormatError, inside
+from clinical_prompt.layout import EXTRACTOR_FILE, ExtractorFormatError, read_json
+from clinical_prompt.prompts.config import check_field_types
 from clinical_prompt.schema import RelationType, TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 
+S = TypeVar("S")
+
 __all__ = [
-    "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
-    "ExtractorFormatError", "length_batches", "pad_encoder_inputs", "pad_rows", "read_extractor_meta", "read_json", "save_backbone",
-    "saved_backbone",
+    "DocumentPredictions", "EntityKey", "Extractor", "ExtractorFormatError", "length_batches", "pad_encoder_inputs",
+    "pad_rows", "read_saved_meta", "save_backbone",
 ]
-
-EXTRACTOR_FILE = "extractor.json"
-SCHEMA_FILE = "schema.json"
-LABELS_FILE = "labels.json"
-BACKBONE_DIR = "backbone"
-
-
-class ExtractorFormatError(ValueError):
-    """A saved extractor directory is missing a file or holds one that cannot be read."""
 
 
 class Extractor(nn.Module, ABC):
@@ -90,17 +83,6 @@ class Extractor(nn.Module, ABC):
         return next(self.parameters()).device
 
 
-def read_json(path: Path) -> Any:
-    """The JSON content of ``path``; ``ExtractorFormatError`` naming the file when missing or invalid,
-    ``AdapterFormatError`` when it leads outside its folder."""
-    try:
-        return json.loads(inside(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExtractorFormatError(f"{path}: missing; is this a directory written by save_pretrained?") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExtractorFormatError(f"{path}: not valid JSON ({error})") from None
-
-
 def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     """Save a trained backbone and its tokenizer (safetensors) into ``directory``, replacing it as a whole."""
     temporary = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -115,47 +97,39 @@ def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
         raise
 
 
-def saved_backbone(directory: Path) -> Path:
-    """The ``backbone/`` folder of a saved extractor, once every entry in it is known to lie inside ``directory``
-    (no ``..``, no symbolic link leading out, also among the shards an index names) and its weights to be
-    safetensors; load it with ``use_safetensors=True``, so that a pickle beside them is never read.
+def read_saved_meta(directory: Path, kind: str, settings_class: type[S]) -> tuple[dict, Strategy, S]:
+    """The ``extractor.json`` of a saved extractor of ``kind``, checked: its strategy, its ``settings`` (each field of
+    ``settings_class`` of its declared type, no other field) and a recorded backbone that is a hub id, never a path.
 
     Raises:
-        AdapterFormatError: naming the entry, or the pickles where no safetensors weights are found.
+        ExtractorFormatError: naming the file and the field.
     """
-    folder = inside(directory / BACKBONE_DIR, directory)
-    for root, folders, files in os.walk(folder):
-        for name in folders + files:
-            inside(Path(root) / name, directory)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        content = read_json(index)
-        weight_map = content.get("weight_map") if isinstance(content, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
-            raise AdapterFormatError(f"{index}: weight_map must map tensor names to shard file names")
-        for name in set(weight_map.values()):
-            inside(folder / name, folder)
-    elif not (folder / "model.safetensors").is_file():
-        pickles = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise AdapterFormatError(
-                f"{', '.join(pickles)}: pickle weights are never loaded (unpickling can run code); save the backbone "
-                "with safe_serialization=True"
-            )
-        raise AdapterFormatError(f"{folder}: holds no model.safetensors; is this a directory written by save_pretrained?")
-    return folder
-
-
-def read_extractor_meta(directory: str | os.PathLike) -> tuple[dict, Strategy]:
-    """The ``extractor.json`` of a saved extractor and the strategy it names; ``ExtractorFormatError`` otherwise."""
-    path = Path(directory) / EXTRACTOR_FILE
+    path = directory / EXTRACTOR_FILE
     meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise ExtractorFormatError(f"{path}: expected a JSON object")
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        raise ExtractorFormatError(f"{path}: kind is not {kind!r}")
+    recorded = meta.get("backbone")
     try:
-        return meta, get_strategy(meta.get("strategy"))
-    except ValueError as error:
+        spec = get_strategy(meta["strategy"])
+        settings = _read_settings(settings_class, meta["settings"])
+        if recorded is not None and (not isinstance(recorded, str) or public_model_id(recorded) is None):
+            raise ValueError(f"backbone={recorded!r} is not a hub id; an extractor never names a local path")
+    except (KeyError, TypeError, ValueError) as error:
         raise ExtractorFormatError(f"{path}: {error}") from None
+    return meta, spec, settings
+
+
+def _read_settings(settings_class: type[S], data: Any) -> S:
+    """``settings``: a JSON object of ``settings_class`` fields, each of its declared type."""
+    if not isinstance(data, dict):
+        raise TypeError(f"settings must be a JSON object, got {type(data).__name__}")
+    try:
+        unknown = check_field_types(settings_class, data)
+    except ValueError as error:
+        raise ValueError(f"settings.{error}") from None
+    if unknown:
+        raise ValueError(f"settings: unknown fields {unknown}")
+    return settings_class(**data)
 
 
 def pad_rows(rows: Sequence[dict], key: str, value: int, width: int) -> Tensor:

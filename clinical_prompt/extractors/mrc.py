@@ -47,10 +47,6 @@ from clinical_prompt.corpus.alignment import inside_word
 from clinical_prompt.corpus.examples import HeadMarking
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import (
-    BACKBONE_DIR,
-    EXTRACTOR_FILE,
-    LABELS_FILE,
-    SCHEMA_FILE,
     DocumentPredictions,
     EntityKey,
     Extractor,
@@ -58,21 +54,30 @@ from clinical_prompt.extractors.base import (
     length_batches,
     pad_encoder_inputs,
     pad_rows,
-    read_json,
+    read_saved_meta,
     save_backbone,
-    saved_backbone,
 )
 from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
-from clinical_prompt.prompts import AdapterFormatError, ClinicalPromptConfig, PromptedEncoder
-from clinical_prompt.prompts.config import check_field_types
-from clinical_prompt.prompts.model import CONFIG_NAME, read_adapter_config, read_safetensors
+from clinical_prompt.layout import (
+    BACKBONE_DIR,
+    CONFIG_NAME,
+    EXTRACTOR_FILE,
+    HEADS_FILE,
+    HEADS_PREFIX,
+    LABELS_FILE,
+    SCHEMA_FILE,
+    AdapterFormatError,
+    read_json,
+    read_safetensors,
+    saved_backbone,
+)
+from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
+from clinical_prompt.prompts.model import read_adapter_config
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 from clinical_prompt.training import default_param_groups
 
 KIND = "mrc"
-HEADS_FILE = "heads.safetensors"
-HEADS_PREFIX = "heads."
 DEFAULT_VIRTUAL_TOKENS = 16
 THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 PROMPT_SHARING = ("per-type", "shared")
@@ -638,18 +643,8 @@ class _SavedExtractor:
 
 def _read_saved(directory: Path) -> _SavedExtractor:
     """``extractor.json``, ``schema.json`` and ``labels.json`` of a saved MRC extractor, checked."""
-    meta = read_json(directory / EXTRACTOR_FILE)
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+    meta, spec, settings = read_saved_meta(directory, KIND, MrcSettings)
     schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-    recorded = meta.get("backbone")
-    try:
-        spec = get_strategy(meta["strategy"])
-        settings = _read_settings(meta["settings"])
-        if recorded is not None and (not isinstance(recorded, str) or public_model_id(recorded) != recorded):
-            raise ValueError(f"backbone={recorded!r} is not a hub id; an extractor never names a local path")
-    except (KeyError, TypeError, ValueError) as error:
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
     labels = read_json(directory / LABELS_FILE)
     if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
         raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
@@ -662,19 +657,6 @@ def _read_saved(directory: Path) -> _SavedExtractor:
                 f"{LABELS_FILE}, or one shared block)"
             )
     return _SavedExtractor(meta, spec, settings, schema)
-
-
-def _read_settings(data: Any) -> MrcSettings:
-    """The ``settings`` of ``extractor.json``: an object of ``MrcSettings`` fields, each of its declared type."""
-    if not isinstance(data, dict):
-        raise TypeError(f"settings must be a JSON object, got {type(data).__name__}")
-    try:
-        unknown = check_field_types(MrcSettings, data)
-    except ValueError as error:
-        raise ValueError(f"settings.{error}") from None
-    if unknown:
-        raise ValueError(f"settings: unknown fields {unknown}")
-    return MrcSettings(**data)
 
 
 def _masks(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

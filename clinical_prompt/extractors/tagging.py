@@ -47,26 +47,30 @@ from clinical_prompt.corpus.alignment import snap_to_words
 from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan
 from clinical_prompt.corpus.windows import Window, document_units, unit_index, window_around
 from clinical_prompt.extractors.base import (
-    BACKBONE_DIR,
-    EXTRACTOR_FILE,
-    LABELS_FILE,
-    SCHEMA_FILE,
     DocumentPredictions,
     Extractor,
     ExtractorFormatError,
     length_batches,
     pad_encoder_inputs,
     pad_rows,
-    read_json,
+    read_saved_meta,
     save_backbone,
-    saved_backbone,
 )
 from clinical_prompt.heads import IGNORE_INDEX, NO_RELATION, PairClassifierHead, TaggingHead, decode_bio, pair_labels
+from clinical_prompt.layout import (
+    BACKBONE_DIR,
+    EXTRACTOR_FILE,
+    HEADS_FILE,
+    LABELS_FILE,
+    SCHEMA_FILE,
+    read_json,
+    read_safetensors,
+    saved_backbone,
+)
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import default_param_groups
 
 KIND = "tagging"
-HEADS_FILE = "heads.safetensors"
 HEADS = ("tagging_head", "pair_head")
 HEAD_MARKERS = ("@ * {type} *", "@")
 TAIL_MARKERS = ("# ^ {type} ^", "#")
@@ -241,16 +245,18 @@ class TaggingExtractor(Extractor):
     """Fine-tuned encoder with a BIO tagging head (concepts) and a marked-pair relation classifier (relations).
 
     ``backbone``: a hub id, a local model folder or ``"minilm"``; ``settings``: :class:`TaggingSettings` fields.
+    ``use_safetensors=True`` never reads pickled backbone weights.
     """
 
     strategy = "finetune"
 
-    def __init__(self, schema: TaskSchema, backbone: str | os.PathLike = DEFAULT_BACKBONE, **settings: Any) -> None:
+    def __init__(self, schema: TaskSchema, backbone: str | os.PathLike = DEFAULT_BACKBONE, *,
+                 use_safetensors: bool | None = None, **settings: Any) -> None:
         super().__init__()
         self.settings = TaggingSettings(**settings)
         self.schema = schema
         self.tokenizer = load_tokenizer(backbone)
-        self.encoder = load_backbone(backbone)
+        self.encoder = load_backbone(backbone, use_safetensors=use_safetensors)
         positions = getattr(self.encoder.config, "max_position_embeddings", self.settings.max_length)
         if self.settings.max_length > positions:
             raise ValueError(f"max_length {self.settings.max_length} exceeds the backbone's {positions} positions")
@@ -400,25 +406,18 @@ class TaggingExtractor(Extractor):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, backbone: str | None = None) -> TaggingExtractor:
-        """Load a directory written by :meth:`save_pretrained`. ``backbone`` is not used: the directory holds the
-        whole trained encoder."""
+        """Load a directory written by :meth:`save_pretrained`, its files read as untrusted (see
+        :mod:`clinical_prompt.layout`). ``backbone`` is not used: the directory holds the whole trained encoder."""
         directory = Path(directory)
-        meta = read_json(directory / EXTRACTOR_FILE)
-        if not isinstance(meta, dict) or meta.get("kind") != KIND:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+        meta, _, settings = read_saved_meta(directory, KIND, TaggingSettings)
         schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-        try:
-            settings = TaggingSettings(**meta["settings"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
-        extractor = cls(schema, saved_backbone(directory), **asdict(settings))
+        extractor = cls(schema, saved_backbone(directory), use_safetensors=True, **asdict(settings))
         extractor.backbone_id = meta.get("backbone")
         if read_json(directory / LABELS_FILE) != {"bio": extractor.bio_labels, "relation": extractor.relation_labels}:
             raise ExtractorFormatError(f"{directory / LABELS_FILE}: labels differ from {SCHEMA_FILE}")
-        try:
-            heads = safetensors.torch.load_file(directory / HEADS_FILE)
-        except FileNotFoundError:
-            raise ExtractorFormatError(f"{directory / HEADS_FILE}: missing") from None
+        expected = {f"{name}.{key}": value.shape
+                    for name in HEADS for key, value in getattr(extractor, name).state_dict().items()}
+        heads = read_safetensors(directory / HEADS_FILE, expected)
         for name in HEADS:
             getattr(extractor, name).load_state_dict(
                 {k.removeprefix(f"{name}."): v for k, v in heads.items() if k.startswith(f"{name}.")})

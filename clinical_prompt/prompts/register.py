@@ -5,8 +5,9 @@ from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftType
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.prompt_tuning import PromptEmbedding
 
+from clinical_prompt.layout import AdapterFormatError
 from clinical_prompt.prompts.config import ClinicalPromptConfig
-from clinical_prompt.prompts.model import TABLES_KEY, AdapterFormatError
+from clinical_prompt.prompts.model import TABLES_KEY
 
 
 class PromptEmbeddingRefusingClinicalAdapters(PromptEmbedding):
