@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +30,7 @@ from clinical_prompt.extractors.base import DocumentPredictions, length_batches
 from clinical_prompt.extractors.mrc import MrcExtractor, predictions_for
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.inputs import embed_with_prompts
+from clinical_prompt.pull import saved_extractor
 
 __all__ = ["AdapterBank", "load_adapter"]
 
@@ -50,15 +50,24 @@ def _base_and_tokenizer(base: Base, tokenizer: Any) -> tuple[nn.Module, Any]:
     return base, tokenizer
 
 
-def load_adapter(base: Base, directory: str | os.PathLike, *, tokenizer: Any = None) -> MrcExtractor:
-    """A saved ``soft-prompt-frozen`` adapter on ``base``, ready for ``extract``.
+def load_adapter(
+    base: Base,
+    name_or_path: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> MrcExtractor:
+    """A saved ``soft-prompt-frozen`` adapter on ``base``, ready for ``extract`` and ``predict``.
 
+    ``name_or_path``: a local folder or a hub repository ``ORG/NAME[@REVISION]`` (see :mod:`clinical_prompt.pull`).
     ``base``: a hub id, model folder or ``"minilm"``, or an encoder already loaded (``AutoModel``), which is shared,
-    not copied. Raises ``ExtractorFormatError`` / ``AdapterFormatError`` for an unreadable adapter directory and
-    ``AdapterCompatibilityError`` for a base of another shape.
+    not copied. Raises ``PullError`` for a repository that cannot be had, ``ExtractorFormatError`` /
+    ``AdapterFormatError`` for an unreadable adapter and ``AdapterCompatibilityError`` for a base of another shape.
     """
-    backbone, tokenizer = _base_and_tokenizer(base, tokenizer)
-    return MrcExtractor.on_base(directory, backbone, tokenizer)
+    with saved_extractor(name_or_path, revision=revision, token=token) as directory:
+        backbone, tokenizer = _base_and_tokenizer(base, tokenizer)
+        return MrcExtractor.on_base(directory, backbone, tokenizer)
 
 
 class AdapterBank:
@@ -100,20 +109,25 @@ class AdapterBank:
         if name not in self._adapters:
             raise KeyError(f"no adapter named {name!r}; loaded: {self.names}")
 
-    def add(self, name: str, directory: str | os.PathLike) -> MrcExtractor:
-        """Load the adapter saved in ``directory`` onto the base as ``name`` (a new name)."""
+    def add(
+        self, name: str, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> MrcExtractor:
+        """Load the adapter saved in a local folder or a hub repository ``ORG/NAME[@REVISION]`` onto the base as
+        ``name`` (a new name)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"an adapter name must be a non-empty string, got {name!r}")
         if name in self._adapters:
             raise ValueError(f"an adapter named {name!r} is loaded; replace() swaps it")
-        self._adapters[name] = self._load(directory)
+        self._adapters[name] = self._load(name_or_path, revision, token)
         return self._adapters[name]
 
-    def replace(self, name: str, directory: str | os.PathLike) -> MrcExtractor:
-        """Swap adapter ``name`` for the one saved in ``directory``; the old one serves until the new one is loaded,
-        and stays if loading fails."""
+    def replace(
+        self, name: str, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> MrcExtractor:
+        """Swap adapter ``name`` for the one saved in a local folder or a hub repository; the old one serves until
+        the new one is loaded, and stays if loading fails."""
         self._require(name)
-        self._adapters[name] = self._load(directory)
+        self._adapters[name] = self._load(name_or_path, revision, token)
         return self._adapters[name]
 
     def remove(self, name: str) -> None:
@@ -121,8 +135,9 @@ class AdapterBank:
         self._require(name)
         del self._adapters[name]
 
-    def _load(self, directory: str | os.PathLike) -> MrcExtractor:
-        return MrcExtractor.on_base(Path(directory), self.backbone, self.tokenizer).eval()
+    def _load(self, name_or_path: str | os.PathLike, revision: str | None, token: str | None) -> MrcExtractor:
+        with saved_extractor(name_or_path, revision=revision, token=token) as directory:
+            return MrcExtractor.on_base(directory, self.backbone, self.tokenizer).eval()
 
     # --- extraction -------------------------------------------------------------------------------------------
 
