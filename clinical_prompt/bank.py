@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from clinical_prompt.backbone import load_backbone, load_tokenizer
-from clinical_prompt.brat import Document, Span
-from clinical_prompt.extractors.base import DocumentPredictions, length_batches
-from clinical_prompt.extractors.mrc import MrcExtractor, predictions_for
+from clinical_prompt.brat import Document
+from clinical_prompt.extractors.base import DocumentPredictions, length_batches, notes_as_documents
+from clinical_prompt.extractors.mrc import MrcExtractor, ScoredSpan, predictions_for
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.inputs import embed_with_prompts
 from clinical_prompt.pull import saved_extractor
@@ -141,12 +141,25 @@ class AdapterBank:
 
     # --- extraction -------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def extract(
         self, documents: Sequence[Document], adapter_names: Sequence[str] | str, *, batch_size: int = 32
     ) -> list[Document]:
         """Predicted Documents, each by its adapter (``adapter_names[i]`` for ``documents[i]``, or one name for all),
         equal to that adapter's ``extract``; rows of different adapters share forward passes of ``batch_size``."""
+        return [p.document() for p in self.predictions(documents, adapter_names, batch_size=batch_size)]
+
+    def predict(
+        self, notes: Sequence[str], adapter_names: Sequence[str] | str, *, batch_size: int = 32
+    ) -> list[dict[str, list[dict[str, Any]]]]:
+        """Entities and relations of each plain note string by its adapter, with types, character offsets and scores,
+        as the adapter's own ``predict`` gives them."""
+        return [p.results() for p in self.predictions(notes_as_documents(notes), adapter_names, batch_size=batch_size)]
+
+    @torch.no_grad()
+    def predictions(
+        self, documents: Sequence[Document], adapter_names: Sequence[str] | str, *, batch_size: int = 32
+    ) -> list[DocumentPredictions]:
+        """The scored predictions of each document by its adapter, in input order."""
         if isinstance(adapter_names, str):
             adapter_names = [adapter_names] * len(documents)
         if len(adapter_names) != len(documents):
@@ -163,7 +176,7 @@ class AdapterBank:
             (name, row) for name, docs in groups.items()
             for row in self[name].relation_questions([predictions[doc.doc_id] for doc in docs])
         ], batch_size)
-        return [p.document() for p in predictions.values()]
+        return list(predictions.values())
 
     def _answer(
         self, predictions: dict[str, DocumentPredictions], questions: list[tuple[str, dict]], batch_size: int
@@ -179,9 +192,10 @@ class AdapterBank:
 
     def answer_spans(
         self, rows: Sequence[dict], adapter_names: Sequence[str], *, batch_size: int = 32
-    ) -> list[list[Span]]:
-        """The decoded character spans of each row (built by its adapter's question builders), in mixed batches."""
-        spans: list[list[Span]] = [[] for _ in rows]
+    ) -> list[list[ScoredSpan]]:
+        """The decoded, scored character spans of each row (built by its adapter's question builders), in mixed
+        batches."""
+        spans: list[list[ScoredSpan]] = [[] for _ in rows]
         all_adapters = [self[name] for name in adapter_names]
         for indices in length_batches(rows, batch_size, key=lambda i: _cost(rows[i], all_adapters[i])):
             batch = [rows[i] for i in indices]

@@ -35,12 +35,14 @@ from clinical_prompt.layout import (
     read_extractor_meta,
     read_json,
 )
+from clinical_prompt.pull import parse_repo_id
 from clinical_prompt.schema import TaskSchema
 
-__all__ = ["CARD_FILE", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
+__all__ = ["CARD_FILE", "LIBRARY_NAME", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
 
 TEMPLATE = files("clinical_prompt") / "model_cards" / "adapter_card.md.j2"
 MINILM_HUB_ID = OFFLINE_BACKBONES[DEFAULT_BACKBONE].hub_id
+LIBRARY_NAME = "clinical-prompt"  # what loads the extractor: clinical_prompt.from_pretrained
 TAGS = ("clinical", "information-extraction", "prompt-tuning")
 TRAINING_COUNTS = ("documents", "concepts", "relations")
 KINDS = ("concepts", "relations")
@@ -143,13 +145,17 @@ def render_card(
     metrics: Mapping[str, Any] | str | os.PathLike | None = None,
     training_data: Mapping[str, Any] | None = None,
     license: str = "other",
+    repo_id: str | None = None,
 ) -> ModelCard:
     """The model card of an extractor directory written by ``save_pretrained``.
 
     ``metrics``: the evaluation JSON (a dict, or the path of the file ``clinical-prompt evaluate --json`` wrote).
     ``training_data``: ``{"name": ..., "documents": n, "concepts": n, "relations": n}`` (see
-    :func:`training_data_summary`); any other key is refused. ``license``: the Hub license identifier.
+    :func:`training_data_summary`); any other key is refused. ``license``: the Hub license identifier. ``repo_id``:
+    the Hub repository ``ORG/NAME`` it will be pushed to, which the card's usage snippet loads.
     """
+    if repo_id is not None and (parse_repo_id(repo_id) is None or "@" in repo_id):
+        raise ValueError(f"repo_id={repo_id!r} is not a hub repo id ORG/NAME")
     directory = Path(adapter_dir)
     meta, strategy = read_extractor_meta(directory)
     schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
@@ -162,7 +168,7 @@ def render_card(
     if metrics is not None and not isinstance(metrics, Mapping):
         metrics = _read_metrics(metrics)
     card_data = ModelCardData(
-        library_name="peft",
+        library_name=LIBRARY_NAME,
         base_model=backbone["hub_id"],
         license=license,
         tags=[*TAGS, strategy.name, "clinical-prompt"],
@@ -181,6 +187,8 @@ def render_card(
         total_parameters=sum(row["parameters"] for row in weight_files),
         scores=None if metrics is None else _scores(metrics, schema),
         training_data=None if training_data is None else _check_training_data(training_data),
+        repo_id=repo_id,
+        source=repo_id or "path/to/adapter",
     )
 
 
@@ -190,9 +198,10 @@ def write_card(
     metrics: Mapping[str, Any] | str | os.PathLike | None = None,
     training_data: Mapping[str, Any] | None = None,
     license: str = "other",
+    repo_id: str | None = None,
 ) -> Path:
     """Render the card (see :func:`render_card`) and write it atomically to ``adapter_dir/README.md``; its path."""
-    card = render_card(adapter_dir, metrics=metrics, training_data=training_data, license=license)
+    card = render_card(adapter_dir, metrics=metrics, training_data=training_data, license=license, repo_id=repo_id)
     path = Path(adapter_dir) / CARD_FILE
     write_text(path, card.content)
     return path

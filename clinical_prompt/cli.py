@@ -75,7 +75,7 @@ def _adapter_size(args: argparse.Namespace) -> int:
 def _card(args: argparse.Namespace) -> int:
     from clinical_prompt.card import write_card
 
-    print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license)}")
+    print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license, repo_id=args.repo_id)}")
     return 0
 
 
@@ -106,6 +106,15 @@ def _pair(left: str, right: str) -> Callable[[str], tuple[str, str]]:
         return first, second
 
     return parse
+
+
+def _repo_id(value: str) -> str:
+    """An argparse type for a hub repository ``ORG/NAME``."""
+    from clinical_prompt.pull import parse_repo_id
+
+    if parse_repo_id(value) is None or "@" in value:
+        raise argparse.ArgumentTypeError(f"expected ORG/NAME, got {value!r}")
+    return value
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("directory", help="a directory written by save_pretrained")
     card.add_argument("--metrics", help="the evaluate --json file to put in the card")
     card.add_argument("--license", default="other")
+    card.add_argument("--repo-id", type=_repo_id, help="the hub repository ORG/NAME it will be pushed to (its usage snippet loads it)")
     card.set_defaults(run=_card)
 
     push = commands.add_parser("push", help="upload a saved extractor and its model card to the Hugging Face Hub")

@@ -33,7 +33,7 @@ S = TypeVar("S")
 
 __all__ = [
     "DocumentPredictions", "EntityKey", "Extractor", "ExtractorFormatError", "length_batches", "pad_encoder_inputs",
-    "pad_rows", "read_saved_meta", "save_backbone",
+    "notes_as_documents", "pad_rows", "read_saved_meta", "save_backbone",
 ]
 
 
@@ -60,9 +60,19 @@ class Extractor(nn.Module, ABC):
     def param_groups(self, backbone_lr: float, head_lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups of the trainable parameters, each part at its own rate."""
 
-    @abstractmethod
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """One predicted Document per input (same ``doc_id`` and text): entities ``T1..`` and relations ``R1..``."""
+        return [prediction.document() for prediction in self.predictions(documents, batch_size=batch_size)]
+
+    def predict(self, notes: Sequence[str], *, batch_size: int = 32) -> list[dict[str, list[dict[str, Any]]]]:
+        """Entities and relations of each plain note string, with types, character offsets and scores (see
+        :meth:`DocumentPredictions.results`); no Document needed."""
+        predictions = self.predictions(notes_as_documents(notes), batch_size=batch_size)
+        return [prediction.results() for prediction in predictions]
+
+    @abstractmethod
+    def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
+        """The scored predictions of each document, in input order (annotations are ignored)."""
 
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
         """Fit decoding settings to gold ``documents`` (e.g. a dev set) and return the values chosen; extractors
@@ -174,26 +184,30 @@ def _fragments(text: str, start: int, end: int) -> tuple[Span, ...]:
 
 
 class DocumentPredictions:
-    """Predicted entities and relations of one document, gathered in any order, without duplicates.
+    """Predicted entities and relations of one document, gathered in any order, without duplicates, each with the
+    score of its decoding (the highest where it was found more than once; ``None`` where none was given).
 
     :meth:`document` numbers entities ``T1..`` by position and relations ``R1..`` by their arguments' positions,
     and orders relation arguments as BRAT does for the type (``RelationType.head_arg``). An entity whose span holds
     line breaks becomes a discontinuous entity of one fragment per line (its outer bounds are unchanged).
+    :meth:`results` gives the same, numbered alike, as plain data with the scores.
     """
 
     def __init__(self, source: Document) -> None:
         self.source = source
         self._entities: dict[EntityKey, tuple[Span, ...]] = {}
-        self._relations: set[tuple[str, EntityKey, EntityKey]] = set()
+        self._relations: dict[tuple[str, EntityKey, EntityKey], float | None] = {}
+        self._scores: dict[EntityKey, float | None] = {}
 
-    def add_entity(self, type_name: str, start: int, end: int) -> EntityKey | None:
-        """Add an entity (a duplicate is ignored); its key, or ``None`` when the span holds no text."""
+    def add_entity(self, type_name: str, start: int, end: int, score: float | None = None) -> EntityKey | None:
+        """Add an entity (a duplicate keeps the higher score); its key, or ``None`` when the span holds no text."""
         key = (type_name, start, end)
         if key not in self._entities:
             fragments = _fragments(self.source.text, start, end)
             if not fragments:
                 return None
             self._entities[key] = fragments
+        self._scores[key] = _higher(self._scores.get(key), score)
         return key
 
     def has_entity(self, key: EntityKey) -> bool:
@@ -202,24 +216,50 @@ class DocumentPredictions:
     def entity_keys(self) -> list[EntityKey]:
         return sorted(self._entities, key=lambda k: (k[1], k[2], k[0]))
 
-    def add_relation(self, relation_type: RelationType, head: EntityKey, tail: EntityKey) -> None:
-        """Add a relation between two added entities (a duplicate is ignored)."""
+    def add_relation(
+        self, relation_type: RelationType, head: EntityKey, tail: EntityKey, score: float | None = None
+    ) -> None:
+        """Add a relation between two added entities (a duplicate keeps the higher score)."""
         if head not in self._entities or tail not in self._entities:
             raise KeyError("add both arguments as entities before the relation")
         arg1, arg2 = (head, tail) if relation_type.head_arg == "Arg1" else (tail, head)
-        self._relations.add((relation_type.name, arg1, arg2))
+        key = (relation_type.name, arg1, arg2)
+        self._relations[key] = _higher(self._relations.get(key), score)
+
+    def _numbered(self) -> tuple[dict[EntityKey, str], list[tuple[str, EntityKey, EntityKey]]]:
+        ids = {key: f"T{number}" for number, key in enumerate(self.entity_keys(), start=1)}
+        return ids, sorted(self._relations, key=lambda r: (r[1][1:], r[2][1:], r[0]))
 
     def document(self) -> Document:
         """The predicted Document (same ``doc_id`` and text as the source)."""
         text = self.source.text
-        ids: dict[EntityKey, str] = {}
+        ids, ordered = self._numbered()
         entities: dict[str, Entity] = {}
-        for number, key in enumerate(self.entity_keys(), start=1):
+        for key, ident in ids.items():
             fragments = self._entities[key]
-            ids[key] = f"T{number}"
-            entities[ids[key]] = Entity(ids[key], key[0], fragments, " ".join(text[s:e] for s, e in fragments))
+            entities[ident] = Entity(ident, key[0], fragments, " ".join(text[s:e] for s, e in fragments))
         relations: dict[str, Relation] = {}
-        ordered = sorted(self._relations, key=lambda r: (r[1][1:], r[2][1:], r[0]))
         for number, (type_name, arg1, arg2) in enumerate(ordered, start=1):
             relations[f"R{number}"] = Relation(f"R{number}", type_name, ids[arg1], ids[arg2])
         return Document(self.source.doc_id, text, entities=entities, relations=relations)
+
+    def results(self) -> dict[str, list[dict[str, Any]]]:
+        """``{"entities": [{id, type, start, end, text, score}], "relations": [{id, type, arg1, arg2, score}]}``:
+        character offsets into the text (end exclusive, outer bounds), ids and order as in :meth:`document`."""
+        ids, ordered = self._numbered()
+        entities = [{"id": ident, "type": key[0], "start": key[1], "end": key[2],
+                     "text": self.source.text[key[1]:key[2]], "score": self._scores[key]} for key, ident in ids.items()]
+        relations = [{"id": f"R{number}", "type": key[0], "arg1": ids[key[1]], "arg2": ids[key[2]],
+                      "score": self._relations[key]} for number, key in enumerate(ordered, start=1)]
+        return {"entities": entities, "relations": relations}
+
+
+def _higher(old: float | None, new: float | None) -> float | None:
+    return new if old is None else old if new is None else max(old, new)
+
+
+def notes_as_documents(notes: Sequence[str]) -> list[Document]:
+    """Plain note strings as Documents with ids ``"0"``, ``"1"``, ... (for :meth:`Extractor.predict`)."""
+    if isinstance(notes, str) or not all(isinstance(note, str) for note in notes):
+        raise TypeError("predict takes a list of note strings")
+    return [Document(str(index), note) for index, note in enumerate(notes)]

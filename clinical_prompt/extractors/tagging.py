@@ -202,18 +202,24 @@ def _cap_negatives(rows: list[dict[str, Any]], ratio: float | None, seed: int) -
 
 
 def decode_concept_rows(
-    rows: Sequence[dict[str, Any]], predictions: Sequence[Sequence[int]], label_names: Sequence[str]
-) -> list[tuple[str, str, int, int]]:
-    """``(doc_id, type, start, end)`` document char spans from predicted BIO label ids, one sequence per row.
+    rows: Sequence[dict[str, Any]],
+    predictions: Sequence[Sequence[int]],
+    label_names: Sequence[str],
+    confidences: Sequence[Sequence[float]] | None = None,
+) -> list[tuple[str, str, int, int, float | None]]:
+    """``(doc_id, type, start, end, score)`` document char spans from predicted BIO label ids, one sequence per row;
+    the score is the mean over the span's tokens of ``confidences`` (each token's probability of its predicted
+    label), ``None`` without them.
 
     Tokens outside the context (``offset_mapping`` ``[0, 0]``) and padding are skipped.
     """
     spans = []
-    for row, predicted in zip(rows, predictions):
+    for index, (row, predicted) in enumerate(zip(rows, predictions)):
         offsets = row["offset_mapping"]
         ids = [label if end > start else IGNORE_INDEX for label, (start, end) in zip(predicted, offsets)]
         for type_name, first, last in decode_bio(ids, label_names):
-            spans.append((row["doc_id"], type_name, *token_span_to_char_span(offsets, first, last)))
+            score = None if confidences is None else sum(confidences[index][first:last + 1]) / (last + 1 - first)
+            spans.append((row["doc_id"], type_name, *token_span_to_char_span(offsets, first, last), score))
     return spans
 
 
@@ -353,8 +359,9 @@ class TaggingExtractor(Extractor):
         return outputs
 
     @torch.no_grad()
-    def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
-        """Predicted Documents: tagged concepts, then relations among them (see the module docstring)."""
+    def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
+        """Tagged concepts, then relations among them (see the module docstring). An entity's score is the mean
+        probability of its tokens' predicted tags, a relation's the probability of its type among those that fit."""
         doc_ids = [doc.doc_id for doc in documents]
         if len(set(doc_ids)) != len(doc_ids):
             raise ValueError("documents must have distinct doc_ids")
@@ -363,10 +370,11 @@ class TaggingExtractor(Extractor):
         try:
             predictions = {doc.doc_id: DocumentPredictions(Document(doc.doc_id, doc.text)) for doc in documents}
             rows = self.concept_rows([prediction.source for prediction in predictions.values()])
-            tags = [logits.argmax(-1).tolist() for logits in self._outputs(rows, batch_size)]
-            for doc_id, type_name, start, end in decode_concept_rows(rows, tags, self.bio_labels):
+            best = [logits.softmax(-1).max(-1) for logits in self._outputs(rows, batch_size)]
+            tags, confidences = [b.indices.tolist() for b in best], [b.values.tolist() for b in best]
+            for doc_id, type_name, start, end, score in decode_concept_rows(rows, tags, self.bio_labels, confidences):
                 text = predictions[doc_id].source.text
-                predictions[doc_id].add_entity(type_name, *snap_to_words(text, start, end))
+                predictions[doc_id].add_entity(type_name, *snap_to_words(text, start, end), score)
             found = {doc_id: prediction.document() for doc_id, prediction in predictions.items()}
             pairs = self.relation_rows(list(found.values()))
             for row, logits in zip(pairs, self._outputs(pairs, batch_size)):
@@ -374,12 +382,13 @@ class TaggingExtractor(Extractor):
                 head, tail = entities[row["head_id"]], entities[row["tail_id"]]
                 allowed = [0] + [i for i, rtype in enumerate(self.schema.relations, start=1)
                                  if head.type in rtype.heads and tail.type in rtype.tails]
-                label = allowed[int(logits[allowed].argmax())]
-                if label:
+                probabilities = logits[allowed].softmax(-1)
+                choice = int(probabilities.argmax())
+                if allowed[choice]:
                     predictions[row["doc_id"]].add_relation(
-                        self.schema.relations[label - 1], (head.type, head.start, head.end),
-                        (tail.type, tail.start, tail.end))
-            return [predictions[doc_id].document() for doc_id in doc_ids]
+                        self.schema.relations[allowed[choice] - 1], (head.type, head.start, head.end),
+                        (tail.type, tail.start, tail.end), float(probabilities[choice]))
+            return [predictions[doc_id] for doc_id in doc_ids]
         finally:
             self.train(was_training)
 

@@ -22,7 +22,8 @@ class PromptEmbeddingRefusingClinicalAdapters(PromptEmbedding):
         if TABLES_KEY in state_dict:
             raise AdapterFormatError(
                 "this is a clinical-prompt adapter (prompt blocks and a span head), which PeftModel cannot run; "
-                "load it with clinical_prompt.load_adapter(base_model, adapter_dir), or serve several with "
+                "load it with clinical_prompt.from_pretrained(repo_id_or_dir) or "
+                "clinical_prompt.load_adapter(base_model, repo_id_or_dir), or serve several with "
                 "clinical_prompt.AdapterBank"
             )
         return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
