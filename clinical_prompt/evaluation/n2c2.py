@@ -17,6 +17,7 @@ without gold counts all its items as false positives, and both enter the macro a
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from clinical_prompt.atomic import write_json
-from clinical_prompt.brat import Document, read_corpus
+from clinical_prompt.brat import Document, read_corpus, read_document
 from clinical_prompt.evaluation.matching import MODES, Item, Mode, concepts, count_matches, relations
 from clinical_prompt.evaluation.report import format_table
 from clinical_prompt.evaluation.scores import Counts, macro, micro
@@ -78,11 +79,28 @@ def _read(directory: str | Path, schema: TaskSchema | None) -> dict[str, Documen
     return {doc.doc_id: schema.map_document(doc) if schema else doc for doc in documents}
 
 
+def _read_predictions(pred_dir: str | Path, gold_dir: str | Path, schema: TaskSchema | None) -> dict[str, Document]:
+    """The ``.ann`` files under ``pred_dir`` (recursively), each read with the text of its gold document (the
+    ``.txt`` beside it where gold has none): a folder written by ``clinical-prompt extract`` holds ``.ann`` files
+    only."""
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    documents = {}
+    for ann_path in sorted(root.rglob("*.ann")):
+        doc_id = ann_path.relative_to(root).with_suffix("").as_posix()
+        gold_text = Path(gold_dir) / f"{doc_id}.txt"
+        doc = read_document(gold_text if gold_text.is_file() else ann_path.with_suffix(".txt"), ann_path)
+        documents[doc_id] = dataclasses.replace(doc, doc_id=doc_id)
+    return {doc_id: schema.map_document(doc) if schema else doc for doc_id, doc in documents.items()}
+
+
 def evaluate_directories(
     gold_dir: str | Path, pred_dir: str | Path, schema: TaskSchema | None = None
 ) -> dict[str, Any]:
-    """Score the BRAT files of ``pred_dir`` against ``gold_dir``, both first mapped onto ``schema`` if given."""
-    return evaluate_documents(_read(gold_dir, schema), _read(pred_dir, schema))
+    """Score the BRAT files of ``pred_dir`` against ``gold_dir``, both first mapped onto ``schema`` if given; a
+    prediction is read with its gold document's text, so ``pred_dir`` may hold ``.ann`` files only."""
+    return evaluate_documents(_read(gold_dir, schema), _read_predictions(pred_dir, gold_dir, schema))
 
 
 def run_evaluate(gold: str, pred: str, schema_name: str | None = None, json_path: str | None = None) -> int:
