@@ -360,3 +360,29 @@ def test_predict_gives_types_offsets_and_scores_for_one_adapter_and_a_bank(site,
             assert 0.2 < relation["score"] <= 1.0
     with pytest.raises(TypeError, match="list of note strings"):
         bank["a"].predict(notes[0])
+
+
+# --- honest metadata ---------------------------------------------------------------------------------------------
+
+
+def test_minilm_is_recorded_by_its_hub_id_and_served_offline_by_the_bundled_copy(minilm_path, tmp_path,
+                                                                                monkeypatch) -> None:
+    from clinical_prompt.backbone import resolve_backbone
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    build_extractor("soft-prompt-frozen", SCHEMA, "minilm", max_length=32, threshold=0.45,
+                    prompt_config=clinical_prompt.ClinicalPromptConfig(num_virtual_tokens=2, depth="input"),
+                    ).save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "extractor.json").read_text())
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    hub_id = "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["backbone"] == config["base_model_name_or_path"] == hub_id
+    assert config["task_type"] == "TOKEN_CLS"
+    assert resolve_backbone(hub_id) == resolve_backbone("minilm") == str(minilm_path)
+    predicted = load_extractor(tmp_path).predict(list(TEXTS.values()))
+    meta["backbone"] = config["base_model_name_or_path"] = "minilm"  # as saved before hub ids were recorded
+    (tmp_path / "extractor.json").write_text(json.dumps(meta))
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    assert load_extractor(tmp_path).predict(list(TEXTS.values())) == predicted
