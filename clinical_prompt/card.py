@@ -38,7 +38,9 @@ from clinical_prompt.layout import (
 from clinical_prompt.pull import parse_repo_id
 from clinical_prompt.schema import TaskSchema
 
-__all__ = ["CARD_FILE", "LIBRARY_NAME", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
+__all__ = [
+    "CARD_FILE", "LIBRARY_NAME", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card",
+]
 
 TEMPLATE = files("clinical_prompt") / "model_cards" / "adapter_card.md.j2"
 MINILM_HUB_ID = OFFLINE_BACKBONES[DEFAULT_BACKBONE].hub_id

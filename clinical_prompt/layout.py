@@ -35,7 +35,7 @@ BACKBONE_DIR = "backbone"
 CARD_FILE = "README.md"
 LAYOUT = frozenset({EXTRACTOR_FILE, SCHEMA_FILE, LABELS_FILE, CONFIG_NAME, WEIGHTS_NAME, HEADS_FILE, CARD_FILE})
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-HUB_BLOBS = "blobs"  # a Hub cache repository's file contents (and the cache's shared store), as huggingface_hub names it
+HUB_BLOBS = "blobs"  # file contents in a Hub cache repository (and the cache's shared store)
 
 
 class ExtractorFormatError(ValueError):

@@ -27,7 +27,6 @@ from clinical_prompt.cli import main
 from clinical_prompt.evaluation import evaluate_directories
 from clinical_prompt.extractors import build_extractor, load_extractor
 from clinical_prompt.hub import push_to_hub
-from clinical_prompt.prompts import AdapterFormatError
 from clinical_prompt.recipes.extract import extract_to_brat
 from conftest import save_tiny_bert
 from hub_standin import TOKEN, HubStandIn
@@ -228,9 +227,14 @@ def test_a_revision_a_commit_and_a_private_repo_with_its_token(site, on_standin,
     with pytest.raises(PullError, match=r"org/private: no such local folder, nor a repository org/private .*token"):
         load_adapter(base, "org/private")
     assert load_adapter(base, "org/private", token=TOKEN).settings.threshold == 0.2
+    for name in ("org/private-cli", "org/private-env"):  # never pulled before: only the token opens them
+        on_standin.commit(name, dict(on_standin.files(REPO)))
+        on_standin.repos[name]["private"] = True
+    assert main(["extract", "--base", base, "--adapter", "a=org/private-cli", "--token", TOKEN,
+                 "--input", str(site["gold"]), "--output", str(tmp_path / "out")]) == 0
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     bank = AdapterBank(base)
-    bank.add("private", "org/private")
+    bank.add("private", "org/private-env")
     bank.replace("private", f"{REPO}@v2")
     assert bank["private"].settings.threshold == 0.45
 

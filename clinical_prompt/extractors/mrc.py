@@ -395,8 +395,9 @@ class MrcExtractor(Extractor):
     # --- inference --------------------------------------------------------------------------------------------
 
     def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[ScoredSpan]]:
-        """Document character spans ``(start, end, score)`` answering each row, from its encoder states ``hidden`` (``[len(rows), T, H]``):
-        the span head, then decoding with this extractor's settings (relation rows at ``relation_threshold``).
+        """Document character spans ``(start, end, score)`` answering each row, from its encoder states ``hidden``
+        (``[len(rows), T, H]``): the span head, then decoding with this extractor's settings (relation rows at
+        ``relation_threshold``).
         ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
