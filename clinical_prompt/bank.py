@@ -19,18 +19,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from clinical_prompt.backbone import load_backbone, load_tokenizer
-from clinical_prompt.brat import Document, Span
-from clinical_prompt.extractors.base import DocumentPredictions, length_batches
-from clinical_prompt.extractors.mrc import MrcExtractor, predictions_for
+from clinical_prompt.brat import Document
+from clinical_prompt.extractors.base import DocumentPredictions, length_batches, notes_as_documents
+from clinical_prompt.extractors.mrc import MrcExtractor, ScoredSpan, predictions_for
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.inputs import embed_with_prompts
+from clinical_prompt.pull import saved_extractor
 
 __all__ = ["AdapterBank", "load_adapter"]
 
@@ -50,15 +50,24 @@ def _base_and_tokenizer(base: Base, tokenizer: Any) -> tuple[nn.Module, Any]:
     return base, tokenizer
 
 
-def load_adapter(base: Base, directory: str | os.PathLike, *, tokenizer: Any = None) -> MrcExtractor:
-    """A saved ``soft-prompt-frozen`` adapter on ``base``, ready for ``extract``.
+def load_adapter(
+    base: Base,
+    name_or_path: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> MrcExtractor:
+    """A saved ``soft-prompt-frozen`` adapter on ``base``, ready for ``extract`` and ``predict``.
 
+    ``name_or_path``: a local folder or a hub repository ``ORG/NAME[@REVISION]`` (see :mod:`clinical_prompt.pull`).
     ``base``: a hub id, model folder or ``"minilm"``, or an encoder already loaded (``AutoModel``), which is shared,
-    not copied. Raises ``ExtractorFormatError`` / ``AdapterFormatError`` for an unreadable adapter directory and
-    ``AdapterCompatibilityError`` for a base of another shape.
+    not copied. Raises ``PullError`` for a repository that cannot be had, ``ExtractorFormatError`` /
+    ``AdapterFormatError`` for an unreadable adapter and ``AdapterCompatibilityError`` for a base of another shape.
     """
-    backbone, tokenizer = _base_and_tokenizer(base, tokenizer)
-    return MrcExtractor.on_base(directory, backbone, tokenizer)
+    with saved_extractor(name_or_path, revision=revision, token=token) as directory:
+        backbone, tokenizer = _base_and_tokenizer(base, tokenizer)
+        return MrcExtractor.on_base(directory, backbone, tokenizer)
 
 
 class AdapterBank:
@@ -100,20 +109,25 @@ class AdapterBank:
         if name not in self._adapters:
             raise KeyError(f"no adapter named {name!r}; loaded: {self.names}")
 
-    def add(self, name: str, directory: str | os.PathLike) -> MrcExtractor:
-        """Load the adapter saved in ``directory`` onto the base as ``name`` (a new name)."""
+    def add(
+        self, name: str, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> MrcExtractor:
+        """Load the adapter saved in a local folder or a hub repository ``ORG/NAME[@REVISION]`` onto the base as
+        ``name`` (a new name)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"an adapter name must be a non-empty string, got {name!r}")
         if name in self._adapters:
             raise ValueError(f"an adapter named {name!r} is loaded; replace() swaps it")
-        self._adapters[name] = self._load(directory)
+        self._adapters[name] = self._load(name_or_path, revision, token)
         return self._adapters[name]
 
-    def replace(self, name: str, directory: str | os.PathLike) -> MrcExtractor:
-        """Swap adapter ``name`` for the one saved in ``directory``; the old one serves until the new one is loaded,
-        and stays if loading fails."""
+    def replace(
+        self, name: str, name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | None = None
+    ) -> MrcExtractor:
+        """Swap adapter ``name`` for the one saved in a local folder or a hub repository; the old one serves until
+        the new one is loaded, and stays if loading fails."""
         self._require(name)
-        self._adapters[name] = self._load(directory)
+        self._adapters[name] = self._load(name_or_path, revision, token)
         return self._adapters[name]
 
     def remove(self, name: str) -> None:
@@ -121,17 +135,31 @@ class AdapterBank:
         self._require(name)
         del self._adapters[name]
 
-    def _load(self, directory: str | os.PathLike) -> MrcExtractor:
-        return MrcExtractor.on_base(Path(directory), self.backbone, self.tokenizer).eval()
+    def _load(self, name_or_path: str | os.PathLike, revision: str | None, token: str | None) -> MrcExtractor:
+        with saved_extractor(name_or_path, revision=revision, token=token) as directory:
+            return MrcExtractor.on_base(directory, self.backbone, self.tokenizer).eval()
 
     # --- extraction -------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def extract(
         self, documents: Sequence[Document], adapter_names: Sequence[str] | str, *, batch_size: int = 32
     ) -> list[Document]:
         """Predicted Documents, each by its adapter (``adapter_names[i]`` for ``documents[i]``, or one name for all),
         equal to that adapter's ``extract``; rows of different adapters share forward passes of ``batch_size``."""
+        return [p.document() for p in self.predictions(documents, adapter_names, batch_size=batch_size)]
+
+    def predict(
+        self, notes: Sequence[str], adapter_names: Sequence[str] | str, *, batch_size: int = 32
+    ) -> list[dict[str, list[dict[str, Any]]]]:
+        """Entities and relations of each plain note string by its adapter, with types, character offsets and scores,
+        as the adapter's own ``predict`` gives them."""
+        return [p.results() for p in self.predictions(notes_as_documents(notes), adapter_names, batch_size=batch_size)]
+
+    @torch.no_grad()
+    def predictions(
+        self, documents: Sequence[Document], adapter_names: Sequence[str] | str, *, batch_size: int = 32
+    ) -> list[DocumentPredictions]:
+        """The scored predictions of each document by its adapter, in input order."""
         if isinstance(adapter_names, str):
             adapter_names = [adapter_names] * len(documents)
         if len(adapter_names) != len(documents):
@@ -148,7 +176,7 @@ class AdapterBank:
             (name, row) for name, docs in groups.items()
             for row in self[name].relation_questions([predictions[doc.doc_id] for doc in docs])
         ], batch_size)
-        return [p.document() for p in predictions.values()]
+        return list(predictions.values())
 
     def _answer(
         self, predictions: dict[str, DocumentPredictions], questions: list[tuple[str, dict]], batch_size: int
@@ -164,9 +192,10 @@ class AdapterBank:
 
     def answer_spans(
         self, rows: Sequence[dict], adapter_names: Sequence[str], *, batch_size: int = 32
-    ) -> list[list[Span]]:
-        """The decoded character spans of each row (built by its adapter's question builders), in mixed batches."""
-        spans: list[list[Span]] = [[] for _ in rows]
+    ) -> list[list[ScoredSpan]]:
+        """The decoded, scored character spans of each row (built by its adapter's question builders), in mixed
+        batches."""
+        spans: list[list[ScoredSpan]] = [[] for _ in rows]
         all_adapters = [self[name] for name in adapter_names]
         for indices in length_batches(rows, batch_size, key=lambda i: _cost(rows[i], all_adapters[i])):
             batch = [rows[i] for i in indices]

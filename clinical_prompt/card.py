@@ -20,25 +20,31 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import SafetensorError, safe_open
 
 from clinical_prompt.atomic import write_text
-from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, public_model_id
+from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, offline_name, public_model_id
 from clinical_prompt.brat import Document
-from clinical_prompt.extractors.base import (
+from clinical_prompt.layout import (
     BACKBONE_DIR,
+    CARD_FILE,
+    CONFIG_NAME,
     EXTRACTOR_FILE,
+    HEADS_FILE,
     SCHEMA_FILE,
+    WEIGHTS_NAME,
     ExtractorFormatError,
+    inside,
     read_extractor_meta,
     read_json,
 )
-from clinical_prompt.extractors.mrc import HEADS_FILE
-from clinical_prompt.prompts.model import CONFIG_NAME, WEIGHTS_NAME
+from clinical_prompt.pull import parse_repo_id
 from clinical_prompt.schema import TaskSchema
 
-__all__ = ["CARD_FILE", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card"]
+__all__ = [
+    "CARD_FILE", "LIBRARY_NAME", "MINILM_HUB_ID", "TEMPLATE", "render_card", "training_data_summary", "write_card",
+]
 
-CARD_FILE = "README.md"
 TEMPLATE = files("clinical_prompt") / "model_cards" / "adapter_card.md.j2"
 MINILM_HUB_ID = OFFLINE_BACKBONES[DEFAULT_BACKBONE].hub_id
+LIBRARY_NAME = "clinical-prompt"  # what loads the extractor: clinical_prompt.from_pretrained
 TAGS = ("clinical", "information-extraction", "prompt-tuning")
 TRAINING_COUNTS = ("documents", "concepts", "relations")
 KINDS = ("concepts", "relations")
@@ -115,7 +121,7 @@ def _weight_files(directory: Path, paths: Sequence[Path]) -> list[dict[str, Any]
     rows = []
     for path in paths:
         try:
-            with safe_open(path, framework="pt") as tensors:
+            with safe_open(inside(path, directory), framework="pt") as tensors:
                 elements = sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
         except (OSError, SafetensorError) as error:
             raise ExtractorFormatError(f"{path}: not a readable safetensors file ({error})") from None
@@ -126,7 +132,7 @@ def _weight_files(directory: Path, paths: Sequence[Path]) -> list[dict[str, Any]
 
 def _backbone(directory: Path, recorded: str | None, prompt: Mapping[str, Any] | None) -> dict[str, Any]:
     """The recorded backbone, its hub id, whether it is MiniLM, and its shape from the adapter's files."""
-    if recorded is not None and public_model_id(recorded) != recorded:
+    if recorded is not None and public_model_id(recorded) is None:
         raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: backbone is not a hub id")
     if prompt is not None:
         shape = {"type": prompt.get("base_model_type"), "layers": prompt.get("num_layers"),
@@ -135,9 +141,9 @@ def _backbone(directory: Path, recorded: str | None, prompt: Mapping[str, Any] |
         config = read_json(directory / BACKBONE_DIR / "config.json")
         shape = {"type": config.get("model_type"), "layers": config.get("num_hidden_layers"),
                  "hidden": config.get("hidden_size")}
-    offline = OFFLINE_BACKBONES.get(recorded)
-    hub_id = offline.hub_id if offline else recorded
-    return {"recorded": recorded, "hub_id": hub_id, "offline": offline, **shape}
+    short = offline_name(recorded)
+    offline = OFFLINE_BACKBONES[short] if short else None
+    return {"recorded": recorded, "hub_id": public_model_id(recorded), "offline": offline, **shape}
 
 
 def render_card(
@@ -146,13 +152,17 @@ def render_card(
     metrics: Mapping[str, Any] | str | os.PathLike | None = None,
     training_data: Mapping[str, Any] | None = None,
     license: str = "other",
+    repo_id: str | None = None,
 ) -> ModelCard:
     """The model card of an extractor directory written by ``save_pretrained``.
 
     ``metrics``: the evaluation JSON (a dict, or the path of the file ``clinical-prompt evaluate --json`` wrote).
     ``training_data``: ``{"name": ..., "documents": n, "concepts": n, "relations": n}`` (see
-    :func:`training_data_summary`); any other key is refused. ``license``: the Hub license identifier.
+    :func:`training_data_summary`); any other key is refused. ``license``: the Hub license identifier. ``repo_id``:
+    the Hub repository ``ORG/NAME`` it will be pushed to, which the card's usage snippet loads.
     """
+    if repo_id is not None and (parse_repo_id(repo_id) is None or "@" in repo_id):
+        raise ValueError(f"repo_id={repo_id!r} is not a hub repo id ORG/NAME")
     directory = Path(adapter_dir)
     meta, strategy = read_extractor_meta(directory)
     schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
@@ -165,7 +175,7 @@ def render_card(
     if metrics is not None and not isinstance(metrics, Mapping):
         metrics = _read_metrics(metrics)
     card_data = ModelCardData(
-        library_name="peft",
+        library_name=LIBRARY_NAME,
         base_model=backbone["hub_id"],
         license=license,
         tags=[*TAGS, strategy.name, "clinical-prompt"],
@@ -184,6 +194,8 @@ def render_card(
         total_parameters=sum(row["parameters"] for row in weight_files),
         scores=None if metrics is None else _scores(metrics, schema),
         training_data=None if training_data is None else _check_training_data(training_data),
+        repo_id=repo_id,
+        source=repo_id or "path/to/adapter",
     )
 
 
@@ -193,9 +205,10 @@ def write_card(
     metrics: Mapping[str, Any] | str | os.PathLike | None = None,
     training_data: Mapping[str, Any] | None = None,
     license: str = "other",
+    repo_id: str | None = None,
 ) -> Path:
     """Render the card (see :func:`render_card`) and write it atomically to ``adapter_dir/README.md``; its path."""
-    card = render_card(adapter_dir, metrics=metrics, training_data=training_data, license=license)
+    card = render_card(adapter_dir, metrics=metrics, training_data=training_data, license=license, repo_id=repo_id)
     path = Path(adapter_dir) / CARD_FILE
     write_text(path, card.content)
     return path

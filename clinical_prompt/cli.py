@@ -80,7 +80,7 @@ def _adapter_size(args: argparse.Namespace) -> int:
 def _card(args: argparse.Namespace) -> int:
     from clinical_prompt.card import write_card
 
-    print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license)}")
+    print(f"wrote {write_card(args.directory, metrics=args.metrics, license=args.license, repo_id=args.repo_id)}")
     return 0
 
 
@@ -99,7 +99,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     return run_extract(args.base, args.adapter, args.input, args.output, args.adapter_for or (),
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, token=args.token)
 
 
 def _pair(left: str, right: str) -> Callable[[str], tuple[str, str]]:
@@ -111,6 +111,15 @@ def _pair(left: str, right: str) -> Callable[[str], tuple[str, str]]:
         return first, second
 
     return parse
+
+
+def _repo_id(value: str) -> str:
+    """An argparse type for a hub repository ``ORG/NAME``."""
+    from clinical_prompt.pull import parse_repo_id
+
+    if parse_repo_id(value) is None or "@" in value:
+        raise argparse.ArgumentTypeError(f"expected ORG/NAME, got {value!r}")
+    return value
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -163,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("directory", help="a directory written by save_pretrained")
     card.add_argument("--metrics", help="the evaluate --json file to put in the card")
     card.add_argument("--license", default="other")
+    card.add_argument("--repo-id", type=_repo_id, help="the hub repository ORG/NAME it will be pushed to (its usage snippet loads it)")
     card.set_defaults(run=_card)
 
     push = commands.add_parser("push", help="upload a saved extractor and its model card to the Hugging Face Hub")
@@ -177,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="extract notes (.txt) with adapters on one shared base, one .ann each")
     extract.add_argument("--base", required=True, help="the adapters' base model: hub id, folder or minilm")
     extract.add_argument("--adapter", required=True, action="append", type=_pair("NAME", "DIR"), metavar="NAME=DIR",
-                         help="a soft-prompt-frozen adapter directory and its name (repeat for several)")
+                         help="a soft-prompt-frozen adapter and its name: a folder, or a hub repository "
+                              "ORG/REPO[@REVISION] (repeat for several)")
     extract.add_argument("--input", required=True, nargs="+", metavar="DIR_OR_FILE",
                          help="note files, or directories searched for *.txt")
     extract.add_argument("--output", required=True, help="directory for the .ann files (same relative paths)")
@@ -185,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="notes whose path (relative to its input directory) matches go to adapter NAME; "
                               "the first match wins (needed with several adapters)")
     extract.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    extract.add_argument("--token", help="hub token for private adapter repositories (default: HF_TOKEN or the stored "
+                                          "login)")
     extract.set_defaults(run=_extract)
 
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
@@ -218,11 +231,12 @@ def run_guarded(run: Callable[[], int]) -> int:
     from clinical_prompt.extractors import ExtractorFormatError
     from clinical_prompt.hub import PushError
     from clinical_prompt.prompts import AdapterCompatibilityError, AdapterFormatError
+    from clinical_prompt.pull import PullError
     from clinical_prompt.recipes.config import ConfigError
     from clinical_prompt.schema import SchemaError
 
     input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError,
-                    PushError, ConfigError, _UsageError, NoteSelectionError, MetricsFormatError)
+                    PushError, PullError, ConfigError, _UsageError, NoteSelectionError, MetricsFormatError)
     try:
         return run()
     except (*input_errors, OSError) as error:

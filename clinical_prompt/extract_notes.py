@@ -87,17 +87,19 @@ def run_extract(
     *,
     batch_size: int = 32,
     notes_per_pass: int = 64,
+    token: str | None = None,
 ) -> int:
     """Extract every note of ``inputs`` with its adapter into ``output``; exit status 0, or 1 when some notes could
-    not be read (each is reported on stderr, the rest are written)."""
+    not be read (each is reported on stderr, the rest are written). Each adapter is a local folder or a hub repository
+    ``ORG/NAME[@REVISION]``, pulled with ``token`` (default: ``HF_TOKEN``)."""
     notes = find_notes(inputs)
     names = [name for name, _ in adapters]
     if len(set(names)) != len(names):
         raise NoteSelectionError(f"--adapter names {names} repeat a name")
     chosen = choose_adapters(notes, rules, names)
     bank = AdapterBank(base)
-    for name, directory in adapters:
-        bank.add(name, directory)
+    for name, source in adapters:
+        bank.add(name, source, token=token)
     unreadable: list[BratFormatError] = []
     # oneDNN, which runs torch's CPU GELU, keeps memory for every input shape it meets (about 2.5 MiB per batch shape
     # with MiniLM, not all given back when its cache evicts), so a long run over notes of many lengths grows without

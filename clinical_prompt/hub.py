@@ -18,20 +18,10 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import httpx, validate_repo_id
 
-from clinical_prompt.card import CARD_FILE
-from clinical_prompt.extractors.base import (
-    BACKBONE_DIR,
-    EXTRACTOR_FILE,
-    LABELS_FILE,
-    SCHEMA_FILE,
-    read_extractor_meta,
-)
-from clinical_prompt.extractors.mrc import HEADS_FILE
-from clinical_prompt.prompts.model import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME
+from clinical_prompt.layout import BACKBONE_DIR, CARD_FILE, LAYOUT, PICKLE_SUFFIXES, read_extractor_meta
 
-__all__ = ["LAYOUT", "PushError", "files_to_push", "push_to_hub"]
+__all__ = ["PushError", "files_to_push", "push_to_hub"]
 
-LAYOUT = frozenset({EXTRACTOR_FILE, SCHEMA_FILE, LABELS_FILE, CONFIG_NAME, WEIGHTS_NAME, HEADS_FILE, CARD_FILE})
 # a POSIX path of two components or more, a Windows drive, a home directory; not URLs ("https://") nor "and/or"
 LOCAL_PATH = re.compile(r"(?<![\w.:/~-])/[\w.-]+/|(?<!\w)[A-Za-z]:[\\/]|(?<![\w.~/-])~/")
 COMMIT_MESSAGE = "Upload clinical-prompt extractor"

@@ -177,7 +177,8 @@ def test_load_adapter_takes_a_name_or_a_loaded_encoder(tiny_base, adapter_dirs, 
 def test_peft_model_from_pretrained_points_to_load_adapter(tiny_base, adapter_dirs) -> None:
     from peft import PeftModel
 
-    with pytest.raises(AdapterFormatError, match=r"clinical_prompt\.load_adapter\(base_model, adapter_dir\)"):
+    with pytest.raises(AdapterFormatError, match=r"clinical_prompt\.from_pretrained\(repo_id_or_dir\) or "
+                                                 r"clinical_prompt\.load_adapter\(base_model, repo_id_or_dir\)"):
         PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_base), str(adapter_dirs[0]))
 
 

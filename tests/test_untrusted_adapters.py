@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from clinical_prompt.extractors import ExtractorFormatError, load_extractor
+from clinical_prompt.extractors import ExtractorFormatError, build_extractor, load_extractor
 from clinical_prompt.prompts import AdapterFormatError
 from conftest import MEDICATION_VOCAB, medication_schema, save_tiny_bert, save_untrained_extractors
 
@@ -279,3 +279,82 @@ def test_settings_of_the_wrong_type_are_refused(soft: Path, tiny_backbone: Path,
     edit_json(soft / "extractor.json", settings={**meta["settings"], **settings})
     with pytest.raises(ExtractorFormatError, match=f"extractor.json: {message}"):
         load(soft, tiny_backbone)
+
+
+# --- every strategy's folder, finetune included ------------------------------------------------------------------
+
+WEIGHTS_OF = {"soft-prompt-frozen": WEIGHTS, "soft-prompt": WEIGHTS, "hard-prompt": "heads.safetensors",
+              "finetune": "heads.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def every_strategy(originals, tiny_backbone, tmp_path_factory) -> dict[str, Path]:
+    """A saved extractor of each of the four strategies."""
+    root = tmp_path_factory.mktemp("every-strategy")
+    for strategy in ("soft-prompt", "finetune"):
+        torch.manual_seed(0)
+        build_extractor(strategy, medication_schema(), str(tiny_backbone), max_length=32).save_pretrained(
+            root / strategy)
+    return {**originals, "soft-prompt": root / "soft-prompt", "finetune": root / "finetune"}
+
+
+@pytest.fixture(params=list(WEIGHTS_OF))
+def saved(request, every_strategy, tmp_path) -> tuple[str, Path]:
+    """``(strategy, a fresh copy of its saved folder)``."""
+    return request.param, Path(shutil.copytree(every_strategy[request.param], tmp_path / request.param))
+
+
+def test_every_strategy_refuses_weights_that_link_outside(saved, tiny_backbone: Path, tmp_path: Path) -> None:
+    strategy, directory = saved
+    weights = directory / WEIGHTS_OF[strategy]
+    outside = tmp_path / "elsewhere.safetensors"
+    weights.rename(outside)
+    weights.symlink_to(outside)
+    with pytest.raises(AdapterFormatError, match=rf"{WEIGHTS_OF[strategy]}: leads outside .*{strategy}"):
+        load(directory, tiny_backbone)
+
+
+def test_every_strategy_refuses_a_pickle_in_place_of_its_weights(saved, tiny_backbone: Path, tmp_path: Path) -> None:
+    strategy, directory = saved
+    marker = tmp_path / "unpickled"
+    (directory / WEIGHTS_OF[strategy]).unlink()
+    plant_pickle(directory / Path(WEIGHTS_OF[strategy]).with_suffix(".bin"), marker)
+    with pytest.raises(AdapterFormatError, match=r"\.bin: pickle weights are never loaded"):
+        load(directory, tiny_backbone)
+    assert not marker.exists()
+
+
+def test_every_strategy_loads_from_a_hub_cache_snapshot_and_refuses_links_out_of_it(saved, tiny_backbone: Path,
+                                                                                     tmp_path: Path) -> None:
+    """Files of a snapshot link into their repository's blobs, as huggingface_hub lays them out."""
+    strategy, directory = saved
+    repo = tmp_path / "hub" / "models--org--adapter"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    for number, path in enumerate(sorted(p for p in directory.rglob("*") if p.is_file())):
+        relative = path.relative_to(directory)
+        blob = repo / "blobs" / str(number)
+        path.rename(blob)
+        (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / relative).symlink_to(Path(*[".."] * (len(relative.parts) + 1), "blobs", blob.name))
+    assert load(snapshot, tiny_backbone).strategy == strategy
+    other = tmp_path / "hub" / "models--org--other" / "blobs" / "weights"
+    other.parent.mkdir(parents=True)
+    (snapshot / WEIGHTS_OF[strategy]).resolve().rename(other)
+    (snapshot / WEIGHTS_OF[strategy]).unlink()
+    (snapshot / WEIGHTS_OF[strategy]).symlink_to(other)
+    with pytest.raises(AdapterFormatError, match=rf"{WEIGHTS_OF[strategy]}: leads outside .*snapshots/0123abcd"):
+        load(snapshot, tiny_backbone)
+
+
+def test_finetune_heads_and_settings_are_checked(every_strategy, tiny_backbone: Path, tmp_path: Path) -> None:
+    directory = Path(shutil.copytree(every_strategy["finetune"], tmp_path / "finetune"))
+    edit_tensors(directory / "heads.safetensors",
+                 lambda t: t.update({"tagging_head.classifier.weight": torch.zeros(2, HIDDEN)}))
+    with pytest.raises(AdapterFormatError, match=r"heads.safetensors: tensor 'tagging_head.classifier.weight' has "
+                                                 rf"shape \[2, {HIDDEN}\], expected \[\d+, {HIDDEN}\]"):
+        load(directory, tiny_backbone)
+    meta = json.loads((directory / "extractor.json").read_text())
+    edit_json(directory / "extractor.json", settings={**meta["settings"], "max_length": "32"})
+    with pytest.raises(ExtractorFormatError, match="extractor.json: settings.max_length='32' has type str"):
+        load(directory, tiny_backbone)

@@ -29,15 +29,16 @@ gold file as no gold item (its predictions are false positives). The lists name 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from clinical_prompt.atomic import write_json
-from clinical_prompt.brat import Document, read_corpus
+from clinical_prompt.brat import Document, read_corpus, read_document
 from clinical_prompt.evaluation.counting import COUNTINGS, Matching
 from clinical_prompt.evaluation.matching import MODES, Item, Mode, concepts, relations
 from clinical_prompt.evaluation.report import format_table
@@ -123,18 +124,36 @@ def evaluate_documents(
     return result
 
 
-def _read(directory: str | Path, schema: TaskSchema | None) -> tuple[dict[str, Document], dict[str, Counter]]:
-    """The documents of ``directory`` by id, mapped onto ``schema`` if given, and what mapping dropped from each."""
-    documents, dropped = {}, {}
-    for doc in read_corpus(directory).documents:
-        documents[doc.doc_id], dropped[doc.doc_id] = schema.map_with_drops(doc) if schema else (doc, Counter())
-    return documents, dropped
+def _mapped(
+    documents: Iterable[Document], schema: TaskSchema | None
+) -> tuple[dict[str, Document], dict[str, Counter]]:
+    """``documents`` by id, mapped onto ``schema`` if given, and what mapping dropped from each."""
+    mapped, dropped = {}, {}
+    for doc in documents:
+        mapped[doc.doc_id], dropped[doc.doc_id] = schema.map_with_drops(doc) if schema else (doc, Counter())
+    return mapped, dropped
 
 
 def _dropped(per_document: Mapping[str, Counter], doc_ids: Sequence[str]) -> dict[str, dict[str, int]]:
     """``{"concepts": {reason: n}, "relations": {reason: n}}`` summed over ``doc_ids``."""
     total: Counter = sum((per_document[d] for d in doc_ids if d in per_document), Counter())
     return {kind: {reason: total[kind, reason] for reason in DROP_REASONS if total[kind, reason]} for kind in _KINDS}
+
+
+def _read_predictions(pred_dir: str | Path, gold_dir: str | Path) -> list[Document]:
+    """The ``.ann`` files under ``pred_dir`` (recursively), each read with the text of its gold document (the
+    ``.txt`` beside it where gold has none): a folder written by ``clinical-prompt extract`` holds ``.ann`` files
+    only."""
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    documents = []
+    for ann_path in sorted(root.rglob("*.ann")):
+        doc_id = ann_path.relative_to(root).with_suffix("").as_posix()
+        gold_text = Path(gold_dir) / f"{doc_id}.txt"
+        doc = read_document(gold_text if gold_text.is_file() else ann_path.with_suffix(".txt"), ann_path)
+        documents.append(dataclasses.replace(doc, doc_id=doc_id))
+    return documents
 
 
 def evaluate_directories(
@@ -147,9 +166,10 @@ def evaluate_directories(
 ) -> dict[str, Any]:
     """Score the BRAT files of ``pred_dir`` against ``gold_dir``, both first mapped onto ``schema`` if given
     (the result then counts what the mapping dropped); ``matching`` and ``missing`` as in
-    :func:`evaluate_documents`."""
-    gold, gold_dropped = _read(gold_dir, schema)
-    pred, pred_dropped = _read(pred_dir, schema)
+    :func:`evaluate_documents`. A prediction is read with its gold document's text, so ``pred_dir`` may hold
+    ``.ann`` files only."""
+    gold, gold_dropped = _mapped(read_corpus(gold_dir).documents, schema)
+    pred, pred_dropped = _mapped(_read_predictions(pred_dir, gold_dir), schema)
     result = evaluate_documents(gold, pred, matching=matching, missing=missing)
     if schema is not None:
         doc_ids = scored_ids(gold, pred, missing)

@@ -9,13 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from clinical_prompt.extractors.base import (
-    DocumentPredictions,
-    Extractor,
-    ExtractorFormatError,
-    read_extractor_meta,
-)
+from clinical_prompt.extractors.base import DocumentPredictions, Extractor, ExtractorFormatError
 from clinical_prompt.extractors.mrc import MrcExtractor, MrcSettings
+from clinical_prompt.layout import read_extractor_meta
+from clinical_prompt.pull import saved_extractor
 from clinical_prompt.schema import TaskSchema, load_schema
 from clinical_prompt.strategies import STRATEGIES, Strategy, get_strategy
 
@@ -67,10 +64,19 @@ def build_extractor(
     )
 
 
-def load_extractor(directory: str | os.PathLike, backbone: str | None = None) -> Extractor:
-    """Reload an extractor saved with ``save_pretrained``, of the class its ``extractor.json`` strategy names.
+def load_extractor(
+    name_or_path: str | os.PathLike,
+    backbone: str | None = None,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Extractor:
+    """Reload an extractor saved with ``save_pretrained``, of the class its ``extractor.json`` strategy names, from a
+    local folder or a hub repository ``ORG/NAME[@REVISION]`` (see :mod:`clinical_prompt.pull`; ``token`` defaults to
+    ``HF_TOKEN``).
 
     ``backbone`` is needed only for frozen extractors saved from a local backbone folder.
     """
-    _, spec = read_extractor_meta(directory)
-    return _extractor_class(spec).from_pretrained(directory, backbone=backbone)
+    with saved_extractor(name_or_path, revision=revision, token=token) as directory:
+        _, spec = read_extractor_meta(directory)
+        return _extractor_class(spec).from_pretrained(directory, backbone=backbone)

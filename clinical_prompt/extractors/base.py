@@ -9,7 +9,6 @@ local path.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,31 +16,25 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from clinical_prompt.backbone import public_model_id
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
-from clinical_prompt.prompts.model import PICKLE_SUFFIXES, AdapterFormatError, inside
+from clinical_prompt.layout import EXTRACTOR_FILE, ExtractorFormatError, read_json
+from clinical_prompt.prompts.config import check_field_types
 from clinical_prompt.schema import RelationType, TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 
+S = TypeVar("S")
+
 __all__ = [
-    "BACKBONE_DIR", "EXTRACTOR_FILE", "LABELS_FILE", "SCHEMA_FILE", "DocumentPredictions", "EntityKey", "Extractor",
-    "ExtractorFormatError", "length_batches", "pad_encoder_inputs", "pad_rows", "read_extractor_meta", "read_json", "save_backbone",
-    "saved_backbone",
+    "DocumentPredictions", "EntityKey", "Extractor", "ExtractorFormatError", "length_batches", "pad_encoder_inputs",
+    "notes_as_documents", "pad_rows", "read_saved_meta", "save_backbone",
 ]
-
-EXTRACTOR_FILE = "extractor.json"
-SCHEMA_FILE = "schema.json"
-LABELS_FILE = "labels.json"
-BACKBONE_DIR = "backbone"
-
-
-class ExtractorFormatError(ValueError):
-    """A saved extractor directory is missing a file or holds one that cannot be read."""
 
 
 class Extractor(nn.Module, ABC):
@@ -67,9 +60,19 @@ class Extractor(nn.Module, ABC):
     def param_groups(self, backbone_lr: float, head_lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups of the trainable parameters, each part at its own rate."""
 
-    @abstractmethod
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """One predicted Document per input (same ``doc_id`` and text): entities ``T1..`` and relations ``R1..``."""
+        return [prediction.document() for prediction in self.predictions(documents, batch_size=batch_size)]
+
+    def predict(self, notes: Sequence[str], *, batch_size: int = 32) -> list[dict[str, list[dict[str, Any]]]]:
+        """Entities and relations of each plain note string, with types, character offsets and scores (see
+        :meth:`DocumentPredictions.results`); no Document needed."""
+        predictions = self.predictions(notes_as_documents(notes), batch_size=batch_size)
+        return [prediction.results() for prediction in predictions]
+
+    @abstractmethod
+    def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
+        """The scored predictions of each document, in input order (annotations are ignored)."""
 
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
         """Fit decoding settings to gold ``documents`` (e.g. a dev set) and return the values chosen; extractors
@@ -90,17 +93,6 @@ class Extractor(nn.Module, ABC):
         return next(self.parameters()).device
 
 
-def read_json(path: Path) -> Any:
-    """The JSON content of ``path``; ``ExtractorFormatError`` naming the file when missing or invalid,
-    ``AdapterFormatError`` when it leads outside its folder."""
-    try:
-        return json.loads(inside(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExtractorFormatError(f"{path}: missing; is this a directory written by save_pretrained?") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExtractorFormatError(f"{path}: not valid JSON ({error})") from None
-
-
 def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     """Save a trained backbone and its tokenizer (safetensors) into ``directory``, replacing it as a whole."""
     temporary = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -115,47 +107,39 @@ def save_backbone(model: nn.Module, tokenizer: Any, directory: Path) -> None:
         raise
 
 
-def saved_backbone(directory: Path) -> Path:
-    """The ``backbone/`` folder of a saved extractor, once every entry in it is known to lie inside ``directory``
-    (no ``..``, no symbolic link leading out, also among the shards an index names) and its weights to be
-    safetensors; load it with ``use_safetensors=True``, so that a pickle beside them is never read.
+def read_saved_meta(directory: Path, kind: str, settings_class: type[S]) -> tuple[dict, Strategy, S]:
+    """The ``extractor.json`` of a saved extractor of ``kind``, checked: its strategy, its ``settings`` (each field of
+    ``settings_class`` of its declared type, no other field) and a recorded backbone that is a hub id, never a path.
 
     Raises:
-        AdapterFormatError: naming the entry, or the pickles where no safetensors weights are found.
+        ExtractorFormatError: naming the file and the field.
     """
-    folder = inside(directory / BACKBONE_DIR, directory)
-    for root, folders, files in os.walk(folder):
-        for name in folders + files:
-            inside(Path(root) / name, directory)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        content = read_json(index)
-        weight_map = content.get("weight_map") if isinstance(content, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(name, str) for name in weight_map.values()):
-            raise AdapterFormatError(f"{index}: weight_map must map tensor names to shard file names")
-        for name in set(weight_map.values()):
-            inside(folder / name, folder)
-    elif not (folder / "model.safetensors").is_file():
-        pickles = sorted(str(p) for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise AdapterFormatError(
-                f"{', '.join(pickles)}: pickle weights are never loaded (unpickling can run code); save the backbone "
-                "with safe_serialization=True"
-            )
-        raise AdapterFormatError(f"{folder}: holds no model.safetensors; is this a directory written by save_pretrained?")
-    return folder
-
-
-def read_extractor_meta(directory: str | os.PathLike) -> tuple[dict, Strategy]:
-    """The ``extractor.json`` of a saved extractor and the strategy it names; ``ExtractorFormatError`` otherwise."""
-    path = Path(directory) / EXTRACTOR_FILE
+    path = directory / EXTRACTOR_FILE
     meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise ExtractorFormatError(f"{path}: expected a JSON object")
+    if not isinstance(meta, dict) or meta.get("kind") != kind:
+        raise ExtractorFormatError(f"{path}: kind is not {kind!r}")
+    recorded = meta.get("backbone")
     try:
-        return meta, get_strategy(meta.get("strategy"))
-    except ValueError as error:
+        spec = get_strategy(meta["strategy"])
+        settings = _read_settings(settings_class, meta["settings"])
+        if recorded is not None and (not isinstance(recorded, str) or public_model_id(recorded) is None):
+            raise ValueError(f"backbone={recorded!r} is not a hub id; an extractor never names a local path")
+    except (KeyError, TypeError, ValueError) as error:
         raise ExtractorFormatError(f"{path}: {error}") from None
+    return meta, spec, settings
+
+
+def _read_settings(settings_class: type[S], data: Any) -> S:
+    """``settings``: a JSON object of ``settings_class`` fields, each of its declared type."""
+    if not isinstance(data, dict):
+        raise TypeError(f"settings must be a JSON object, got {type(data).__name__}")
+    try:
+        unknown = check_field_types(settings_class, data)
+    except ValueError as error:
+        raise ValueError(f"settings.{error}") from None
+    if unknown:
+        raise ValueError(f"settings: unknown fields {unknown}")
+    return settings_class(**data)
 
 
 def pad_rows(rows: Sequence[dict], key: str, value: int, width: int) -> Tensor:
@@ -200,26 +184,30 @@ def _fragments(text: str, start: int, end: int) -> tuple[Span, ...]:
 
 
 class DocumentPredictions:
-    """Predicted entities and relations of one document, gathered in any order, without duplicates.
+    """Predicted entities and relations of one document, gathered in any order, without duplicates, each with the
+    score of its decoding (the highest where it was found more than once; ``None`` where none was given).
 
     :meth:`document` numbers entities ``T1..`` by position and relations ``R1..`` by their arguments' positions,
     and orders relation arguments as BRAT does for the type (``RelationType.head_arg``). An entity whose span holds
     line breaks becomes a discontinuous entity of one fragment per line (its outer bounds are unchanged).
+    :meth:`results` gives the same, numbered alike, as plain data with the scores.
     """
 
     def __init__(self, source: Document) -> None:
         self.source = source
         self._entities: dict[EntityKey, tuple[Span, ...]] = {}
-        self._relations: set[tuple[str, EntityKey, EntityKey]] = set()
+        self._relations: dict[tuple[str, EntityKey, EntityKey], float | None] = {}
+        self._scores: dict[EntityKey, float | None] = {}
 
-    def add_entity(self, type_name: str, start: int, end: int) -> EntityKey | None:
-        """Add an entity (a duplicate is ignored); its key, or ``None`` when the span holds no text."""
+    def add_entity(self, type_name: str, start: int, end: int, score: float | None = None) -> EntityKey | None:
+        """Add an entity (a duplicate keeps the higher score); its key, or ``None`` when the span holds no text."""
         key = (type_name, start, end)
         if key not in self._entities:
             fragments = _fragments(self.source.text, start, end)
             if not fragments:
                 return None
             self._entities[key] = fragments
+        self._scores[key] = _higher(self._scores.get(key), score)
         return key
 
     def has_entity(self, key: EntityKey) -> bool:
@@ -228,24 +216,50 @@ class DocumentPredictions:
     def entity_keys(self) -> list[EntityKey]:
         return sorted(self._entities, key=lambda k: (k[1], k[2], k[0]))
 
-    def add_relation(self, relation_type: RelationType, head: EntityKey, tail: EntityKey) -> None:
-        """Add a relation between two added entities (a duplicate is ignored)."""
+    def add_relation(
+        self, relation_type: RelationType, head: EntityKey, tail: EntityKey, score: float | None = None
+    ) -> None:
+        """Add a relation between two added entities (a duplicate keeps the higher score)."""
         if head not in self._entities or tail not in self._entities:
             raise KeyError("add both arguments as entities before the relation")
         arg1, arg2 = (head, tail) if relation_type.head_arg == "Arg1" else (tail, head)
-        self._relations.add((relation_type.name, arg1, arg2))
+        key = (relation_type.name, arg1, arg2)
+        self._relations[key] = _higher(self._relations.get(key), score)
+
+    def _numbered(self) -> tuple[dict[EntityKey, str], list[tuple[str, EntityKey, EntityKey]]]:
+        ids = {key: f"T{number}" for number, key in enumerate(self.entity_keys(), start=1)}
+        return ids, sorted(self._relations, key=lambda r: (r[1][1:], r[2][1:], r[0]))
 
     def document(self) -> Document:
         """The predicted Document (same ``doc_id`` and text as the source)."""
         text = self.source.text
-        ids: dict[EntityKey, str] = {}
+        ids, ordered = self._numbered()
         entities: dict[str, Entity] = {}
-        for number, key in enumerate(self.entity_keys(), start=1):
+        for key, ident in ids.items():
             fragments = self._entities[key]
-            ids[key] = f"T{number}"
-            entities[ids[key]] = Entity(ids[key], key[0], fragments, " ".join(text[s:e] for s, e in fragments))
+            entities[ident] = Entity(ident, key[0], fragments, " ".join(text[s:e] for s, e in fragments))
         relations: dict[str, Relation] = {}
-        ordered = sorted(self._relations, key=lambda r: (r[1][1:], r[2][1:], r[0]))
         for number, (type_name, arg1, arg2) in enumerate(ordered, start=1):
             relations[f"R{number}"] = Relation(f"R{number}", type_name, ids[arg1], ids[arg2])
         return Document(self.source.doc_id, text, entities=entities, relations=relations)
+
+    def results(self) -> dict[str, list[dict[str, Any]]]:
+        """``{"entities": [{id, type, start, end, text, score}], "relations": [{id, type, arg1, arg2, score}]}``:
+        character offsets into the text (end exclusive, outer bounds), ids and order as in :meth:`document`."""
+        ids, ordered = self._numbered()
+        entities = [{"id": ident, "type": key[0], "start": key[1], "end": key[2],
+                     "text": self.source.text[key[1]:key[2]], "score": self._scores[key]} for key, ident in ids.items()]
+        relations = [{"id": f"R{number}", "type": key[0], "arg1": ids[key[1]], "arg2": ids[key[2]],
+                      "score": self._relations[key]} for number, key in enumerate(ordered, start=1)]
+        return {"entities": entities, "relations": relations}
+
+
+def _higher(old: float | None, new: float | None) -> float | None:
+    return new if old is None else old if new is None else max(old, new)
+
+
+def notes_as_documents(notes: Sequence[str]) -> list[Document]:
+    """Plain note strings as Documents with ids ``"0"``, ``"1"``, ... (for :meth:`Extractor.predict`)."""
+    if isinstance(notes, str) or not all(isinstance(note, str) for note in notes):
+        raise TypeError("predict takes a list of note strings")
+    return [Document(str(index), note) for index, note in enumerate(notes)]

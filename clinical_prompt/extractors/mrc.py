@@ -41,16 +41,12 @@ from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import load_backbone, load_tokenizer, public_model_id
-from clinical_prompt.brat import Document, Span
+from clinical_prompt.brat import Document
 from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
 from clinical_prompt.corpus.alignment import inside_word
 from clinical_prompt.corpus.examples import HeadMarking
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import (
-    BACKBONE_DIR,
-    EXTRACTOR_FILE,
-    LABELS_FILE,
-    SCHEMA_FILE,
     DocumentPredictions,
     EntityKey,
     Extractor,
@@ -58,21 +54,31 @@ from clinical_prompt.extractors.base import (
     length_batches,
     pad_encoder_inputs,
     pad_rows,
-    read_json,
+    read_saved_meta,
     save_backbone,
-    saved_backbone,
 )
 from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
-from clinical_prompt.prompts import AdapterFormatError, ClinicalPromptConfig, PromptedEncoder
-from clinical_prompt.prompts.config import check_field_types
-from clinical_prompt.prompts.model import CONFIG_NAME, read_adapter_config, read_safetensors
+from clinical_prompt.layout import (
+    BACKBONE_DIR,
+    CONFIG_NAME,
+    EXTRACTOR_FILE,
+    HEADS_FILE,
+    HEADS_PREFIX,
+    LABELS_FILE,
+    SCHEMA_FILE,
+    AdapterFormatError,
+    read_json,
+    read_safetensors,
+    saved_backbone,
+)
+from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
+from clinical_prompt.prompts.model import read_adapter_config
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 from clinical_prompt.training import default_param_groups
 
 KIND = "mrc"
-HEADS_FILE = "heads.safetensors"
-HEADS_PREFIX = "heads."
+ScoredSpan = tuple[int, int, float]  # document characters [start, end) and the span's score
 DEFAULT_VIRTUAL_TOKENS = 16
 THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 PROMPT_SHARING = ("per-type", "shared")
@@ -388,9 +394,10 @@ class MrcExtractor(Extractor):
 
     # --- inference --------------------------------------------------------------------------------------------
 
-    def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[Span]]:
-        """Document character spans answering each row, from its encoder states ``hidden`` (``[len(rows), T, H]``):
-        the span head, then decoding with this extractor's settings (relation rows at ``relation_threshold``).
+    def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[ScoredSpan]]:
+        """Document character spans ``(start, end, score)`` answering each row, from its encoder states ``hidden``
+        (``[len(rows), T, H]``): the span head, then decoding with this extractor's settings (relation rows at
+        ``relation_threshold``).
         ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
@@ -401,13 +408,13 @@ class MrcExtractor(Extractor):
 
     def _char_spans(
         self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], threshold: float
-    ) -> list[list[Span]]:
-        """The span head's ``output`` for ``rows`` decoded at ``threshold``, as document character spans."""
+    ) -> list[list[ScoredSpan]]:
+        """The span head's ``output`` for ``rows`` decoded at ``threshold``, as scored document character spans."""
         s = self.settings
         decoded = decode_spans(output, *_masks(inputs), mode=s.decoding, threshold=threshold,
                                max_span_len=s.max_span_len)
         return [
-            [token_span_to_char_span(row["offset_mapping"], first, last) for first, last, _ in row_spans]
+            [(*token_span_to_char_span(row["offset_mapping"], first, last), score) for first, last, score in row_spans]
             for row, row_spans in zip(rows, decoded)
         ]
 
@@ -423,9 +430,9 @@ class MrcExtractor(Extractor):
             )
             yield indices, hidden, inputs
 
-    def _decode(self, rows: Sequence[dict], batch_size: int) -> list[list[Span]]:
-        """Decoded document char spans of each row."""
-        spans: list[list[Span]] = [[] for _ in rows]
+    def _decode(self, rows: Sequence[dict], batch_size: int) -> list[list[ScoredSpan]]:
+        """Decoded, scored document char spans of each row."""
+        spans: list[list[ScoredSpan]] = [[] for _ in rows]
         for indices, hidden, inputs in self._encoded(rows, batch_size):
             for i, row_spans in zip(indices, self.answer_spans([rows[i] for i in indices], hidden, inputs)):
                 spans[i] = row_spans
@@ -449,7 +456,7 @@ class MrcExtractor(Extractor):
         return rows
 
     def add_answers(
-        self, predictions: Mapping[str, DocumentPredictions], rows: Sequence[dict], spans: Sequence[list[Span]]
+        self, predictions: Mapping[str, DocumentPredictions], rows: Sequence[dict], spans: Sequence[list[ScoredSpan]]
     ) -> None:
         """Add the answer spans of concept rows as entities and those of relation rows as relations to their head.
 
@@ -460,26 +467,28 @@ class MrcExtractor(Extractor):
         for row, row_spans in zip(rows, spans):
             target = predictions[row["doc_id"]]
             if "head" not in row:
-                for start, end in row_spans:
-                    target.add_entity(row["type"], start, end)
+                for start, end, score in row_spans:
+                    target.add_entity(row["type"], start, end, score)
                 continue
             head: EntityKey = row["head"]
             rtype = relation_types[row["type"]]
-            for start, end in row_spans:
+            for start, end, score in row_spans:
                 if (start, end) == head[1:]:
                     continue
                 tail = next((k for k in ((t, start, end) for t in rtype.tails) if target.has_entity(k)), None)
-                tail = tail or target.add_entity(rtype.tails[0], start, end)
+                tail = tail or target.add_entity(rtype.tails[0], start, end, score)
                 if tail is not None:
-                    target.add_relation(rtype, head, tail)
+                    target.add_relation(rtype, head, tail, score)
 
     def _answer(self, predictions: Mapping[str, DocumentPredictions], rows: list[dict], batch_size: int) -> None:
         self.add_answers(predictions, rows, self._decode(rows, batch_size))
 
     @torch.no_grad()
-    def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
+    def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
         """End to end: concepts from the text alone (annotations are ignored), then the relations of the predicted
-        entities; ``batch_size`` rows per forward pass."""
+        entities; ``batch_size`` rows per forward pass. A span's score is the smallest of its start, end and
+        start-end match probabilities (:func:`~clinical_prompt.heads.span.decode_spans`), so it exceeds the
+        threshold exactly where the span is kept; a relation scores as its tail's span in the relation question."""
         predictions = predictions_for(documents)
         training = self.training
         self.eval()
@@ -488,7 +497,7 @@ class MrcExtractor(Extractor):
             self._answer(predictions, self.relation_questions(list(predictions.values())), batch_size)
         finally:
             self.train(training)
-        return [p.document() for p in predictions.values()]
+        return list(predictions.values())
 
     @torch.no_grad()
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
@@ -511,7 +520,7 @@ class MrcExtractor(Extractor):
         finally:
             self.train(training)
 
-        def strict_f1(part: str, rows: list[dict], spans: list[list[Span]]) -> float:
+        def strict_f1(part: str, rows: list[dict], spans: list[list[ScoredSpan]]) -> float:
             predictions = predictions_with_entities(documents) if part == "relations" else predictions_for(documents)
             self.add_answers(predictions, rows, spans)
             predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
@@ -525,9 +534,9 @@ class MrcExtractor(Extractor):
         self.settings = dataclasses.replace(self.settings, **chosen)
         return chosen
 
-    def _spans_at_thresholds(self, rows: Sequence[dict], batch_size: int) -> dict[float, list[list[Span]]]:
-        """Document character spans answering each of ``rows`` at every value of :data:`THRESHOLD_GRID`."""
-        spans: dict[float, list[list[Span]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
+    def _spans_at_thresholds(self, rows: Sequence[dict], batch_size: int) -> dict[float, list[list[ScoredSpan]]]:
+        """Scored document character spans answering each of ``rows`` at every value of :data:`THRESHOLD_GRID`."""
+        spans: dict[float, list[list[ScoredSpan]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
         for indices, hidden, inputs in self._encoded(rows, batch_size):
             batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
             for threshold, decoded in spans.items():
@@ -638,18 +647,8 @@ class _SavedExtractor:
 
 def _read_saved(directory: Path) -> _SavedExtractor:
     """``extractor.json``, ``schema.json`` and ``labels.json`` of a saved MRC extractor, checked."""
-    meta = read_json(directory / EXTRACTOR_FILE)
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+    meta, spec, settings = read_saved_meta(directory, KIND, MrcSettings)
     schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-    recorded = meta.get("backbone")
-    try:
-        spec = get_strategy(meta["strategy"])
-        settings = _read_settings(meta["settings"])
-        if recorded is not None and (not isinstance(recorded, str) or public_model_id(recorded) != recorded):
-            raise ValueError(f"backbone={recorded!r} is not a hub id; an extractor never names a local path")
-    except (KeyError, TypeError, ValueError) as error:
-        raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
     labels = read_json(directory / LABELS_FILE)
     if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
         raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
@@ -662,19 +661,6 @@ def _read_saved(directory: Path) -> _SavedExtractor:
                 f"{LABELS_FILE}, or one shared block)"
             )
     return _SavedExtractor(meta, spec, settings, schema)
-
-
-def _read_settings(data: Any) -> MrcSettings:
-    """The ``settings`` of ``extractor.json``: an object of ``MrcSettings`` fields, each of its declared type."""
-    if not isinstance(data, dict):
-        raise TypeError(f"settings must be a JSON object, got {type(data).__name__}")
-    try:
-        unknown = check_field_types(MrcSettings, data)
-    except ValueError as error:
-        raise ValueError(f"settings.{error}") from None
-    if unknown:
-        raise ValueError(f"settings: unknown fields {unknown}")
-    return MrcSettings(**data)
 
 
 def _masks(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

@@ -47,26 +47,30 @@ from clinical_prompt.corpus.alignment import snap_to_words
 from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan
 from clinical_prompt.corpus.windows import Window, document_units, unit_index, window_around
 from clinical_prompt.extractors.base import (
-    BACKBONE_DIR,
-    EXTRACTOR_FILE,
-    LABELS_FILE,
-    SCHEMA_FILE,
     DocumentPredictions,
     Extractor,
     ExtractorFormatError,
     length_batches,
     pad_encoder_inputs,
     pad_rows,
-    read_json,
+    read_saved_meta,
     save_backbone,
-    saved_backbone,
 )
 from clinical_prompt.heads import IGNORE_INDEX, NO_RELATION, PairClassifierHead, TaggingHead, decode_bio, pair_labels
+from clinical_prompt.layout import (
+    BACKBONE_DIR,
+    EXTRACTOR_FILE,
+    HEADS_FILE,
+    LABELS_FILE,
+    SCHEMA_FILE,
+    read_json,
+    read_safetensors,
+    saved_backbone,
+)
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import default_param_groups
 
 KIND = "tagging"
-HEADS_FILE = "heads.safetensors"
 HEADS = ("tagging_head", "pair_head")
 HEAD_MARKERS = ("@ * {type} *", "@")
 TAIL_MARKERS = ("# ^ {type} ^", "#")
@@ -198,18 +202,24 @@ def _cap_negatives(rows: list[dict[str, Any]], ratio: float | None, seed: int) -
 
 
 def decode_concept_rows(
-    rows: Sequence[dict[str, Any]], predictions: Sequence[Sequence[int]], label_names: Sequence[str]
-) -> list[tuple[str, str, int, int]]:
-    """``(doc_id, type, start, end)`` document char spans from predicted BIO label ids, one sequence per row.
+    rows: Sequence[dict[str, Any]],
+    predictions: Sequence[Sequence[int]],
+    label_names: Sequence[str],
+    confidences: Sequence[Sequence[float]] | None = None,
+) -> list[tuple[str, str, int, int, float | None]]:
+    """``(doc_id, type, start, end, score)`` document char spans from predicted BIO label ids, one sequence per row;
+    the score is the mean over the span's tokens of ``confidences`` (each token's probability of its predicted
+    label), ``None`` without them.
 
     Tokens outside the context (``offset_mapping`` ``[0, 0]``) and padding are skipped.
     """
     spans = []
-    for row, predicted in zip(rows, predictions):
+    for index, (row, predicted) in enumerate(zip(rows, predictions)):
         offsets = row["offset_mapping"]
         ids = [label if end > start else IGNORE_INDEX for label, (start, end) in zip(predicted, offsets)]
         for type_name, first, last in decode_bio(ids, label_names):
-            spans.append((row["doc_id"], type_name, *token_span_to_char_span(offsets, first, last)))
+            score = None if confidences is None else sum(confidences[index][first:last + 1]) / (last + 1 - first)
+            spans.append((row["doc_id"], type_name, *token_span_to_char_span(offsets, first, last), score))
     return spans
 
 
@@ -241,16 +251,18 @@ class TaggingExtractor(Extractor):
     """Fine-tuned encoder with a BIO tagging head (concepts) and a marked-pair relation classifier (relations).
 
     ``backbone``: a hub id, a local model folder or ``"minilm"``; ``settings``: :class:`TaggingSettings` fields.
+    ``use_safetensors=True`` never reads pickled backbone weights.
     """
 
     strategy = "finetune"
 
-    def __init__(self, schema: TaskSchema, backbone: str | os.PathLike = DEFAULT_BACKBONE, **settings: Any) -> None:
+    def __init__(self, schema: TaskSchema, backbone: str | os.PathLike = DEFAULT_BACKBONE, *,
+                 use_safetensors: bool | None = None, **settings: Any) -> None:
         super().__init__()
         self.settings = TaggingSettings(**settings)
         self.schema = schema
         self.tokenizer = load_tokenizer(backbone)
-        self.encoder = load_backbone(backbone)
+        self.encoder = load_backbone(backbone, use_safetensors=use_safetensors)
         positions = getattr(self.encoder.config, "max_position_embeddings", self.settings.max_length)
         if self.settings.max_length > positions:
             raise ValueError(f"max_length {self.settings.max_length} exceeds the backbone's {positions} positions")
@@ -347,8 +359,9 @@ class TaggingExtractor(Extractor):
         return outputs
 
     @torch.no_grad()
-    def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
-        """Predicted Documents: tagged concepts, then relations among them (see the module docstring)."""
+    def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
+        """Tagged concepts, then relations among them (see the module docstring). An entity's score is the mean
+        probability of its tokens' predicted tags, a relation's the probability of its type among those that fit."""
         doc_ids = [doc.doc_id for doc in documents]
         if len(set(doc_ids)) != len(doc_ids):
             raise ValueError("documents must have distinct doc_ids")
@@ -357,10 +370,11 @@ class TaggingExtractor(Extractor):
         try:
             predictions = {doc.doc_id: DocumentPredictions(Document(doc.doc_id, doc.text)) for doc in documents}
             rows = self.concept_rows([prediction.source for prediction in predictions.values()])
-            tags = [logits.argmax(-1).tolist() for logits in self._outputs(rows, batch_size)]
-            for doc_id, type_name, start, end in decode_concept_rows(rows, tags, self.bio_labels):
+            best = [logits.softmax(-1).max(-1) for logits in self._outputs(rows, batch_size)]
+            tags, confidences = [b.indices.tolist() for b in best], [b.values.tolist() for b in best]
+            for doc_id, type_name, start, end, score in decode_concept_rows(rows, tags, self.bio_labels, confidences):
                 text = predictions[doc_id].source.text
-                predictions[doc_id].add_entity(type_name, *snap_to_words(text, start, end))
+                predictions[doc_id].add_entity(type_name, *snap_to_words(text, start, end), score)
             found = {doc_id: prediction.document() for doc_id, prediction in predictions.items()}
             pairs = self.relation_rows(list(found.values()))
             for row, logits in zip(pairs, self._outputs(pairs, batch_size)):
@@ -368,12 +382,13 @@ class TaggingExtractor(Extractor):
                 head, tail = entities[row["head_id"]], entities[row["tail_id"]]
                 allowed = [0] + [i for i, rtype in enumerate(self.schema.relations, start=1)
                                  if head.type in rtype.heads and tail.type in rtype.tails]
-                label = allowed[int(logits[allowed].argmax())]
-                if label:
+                probabilities = logits[allowed].softmax(-1)
+                choice = int(probabilities.argmax())
+                if allowed[choice]:
                     predictions[row["doc_id"]].add_relation(
-                        self.schema.relations[label - 1], (head.type, head.start, head.end),
-                        (tail.type, tail.start, tail.end))
-            return [predictions[doc_id].document() for doc_id in doc_ids]
+                        self.schema.relations[allowed[choice] - 1], (head.type, head.start, head.end),
+                        (tail.type, tail.start, tail.end), float(probabilities[choice]))
+            return [predictions[doc_id] for doc_id in doc_ids]
         finally:
             self.train(was_training)
 
@@ -400,25 +415,18 @@ class TaggingExtractor(Extractor):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, backbone: str | None = None) -> TaggingExtractor:
-        """Load a directory written by :meth:`save_pretrained`. ``backbone`` is not used: the directory holds the
-        whole trained encoder."""
+        """Load a directory written by :meth:`save_pretrained`, its files read as untrusted (see
+        :mod:`clinical_prompt.layout`). ``backbone`` is not used: the directory holds the whole trained encoder."""
         directory = Path(directory)
-        meta = read_json(directory / EXTRACTOR_FILE)
-        if not isinstance(meta, dict) or meta.get("kind") != KIND:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: kind is not {KIND!r}")
+        meta, _, settings = read_saved_meta(directory, KIND, TaggingSettings)
         schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-        try:
-            settings = TaggingSettings(**meta["settings"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ExtractorFormatError(f"{directory / EXTRACTOR_FILE}: {error}") from None
-        extractor = cls(schema, saved_backbone(directory), **asdict(settings))
+        extractor = cls(schema, saved_backbone(directory), use_safetensors=True, **asdict(settings))
         extractor.backbone_id = meta.get("backbone")
         if read_json(directory / LABELS_FILE) != {"bio": extractor.bio_labels, "relation": extractor.relation_labels}:
             raise ExtractorFormatError(f"{directory / LABELS_FILE}: labels differ from {SCHEMA_FILE}")
-        try:
-            heads = safetensors.torch.load_file(directory / HEADS_FILE)
-        except FileNotFoundError:
-            raise ExtractorFormatError(f"{directory / HEADS_FILE}: missing") from None
+        expected = {f"{name}.{key}": value.shape
+                    for name in HEADS for key, value in getattr(extractor, name).state_dict().items()}
+        heads = read_safetensors(directory / HEADS_FILE, expected)
         for name in HEADS:
             getattr(extractor, name).load_state_dict(
                 {k.removeprefix(f"{name}."): v for k, v in heads.items() if k.startswith(f"{name}.")})

@@ -208,7 +208,8 @@ def decode_spans(
     threshold: float = 0.5,
     max_span_len: int | None = None,
 ) -> list[list[tuple[int, int, float]]]:
-    """Spans per row as sorted ``(start_tok, end_tok, score)``, ends inclusive, score = match probability.
+    """Spans per row as sorted ``(start_tok, end_tok, score)``, ends inclusive; the score is the smallest of the
+    span's start, end and match probabilities, so it exceeds ``threshold`` exactly where the span is kept.
 
     Starts and ends are context tokens on a word start / end whose probability exceeds ``threshold``.
     ``flat``: each start takes its nearest end at or after it; the pair is kept if its match probability exceeds
@@ -219,14 +220,16 @@ def decode_spans(
     if mode not in ("flat", "nested"):
         raise ValueError(f"mode must be 'flat' or 'nested', got {mode!r}")
     start_ok, end_ok = boundary_masks(context_mask, word_start_mask, word_end_mask)
-    start_ok = start_ok & (torch.sigmoid(outputs.start_logits) > threshold)
-    end_ok = end_ok & (torch.sigmoid(outputs.end_logits) > threshold)
+    start_p, end_p = torch.sigmoid(outputs.start_logits.float()), torch.sigmoid(outputs.end_logits.float())
+    start_ok = start_ok & (start_p > threshold)
+    end_ok = end_ok & (end_p > threshold)
     if mode == "flat":
         rows, starts, ends = _nearest_end_pairs(start_ok, end_ok, max_span_len)
     else:
         rows, starts, ends = candidate_pairs(start_ok, end_ok, max_span_len)
-    scores = torch.sigmoid(outputs.match_logits(rows, starts, ends).float())
-    keep = scores > threshold
+    match = torch.sigmoid(outputs.match_logits(rows, starts, ends).float())
+    keep = match > threshold
+    scores = torch.minimum(torch.minimum(start_p[rows, starts], end_p[rows, ends]), match)
     spans: list[list[tuple[int, int, float]]] = [[] for _ in range(start_ok.shape[0])]
     kept = zip(rows[keep].tolist(), starts[keep].tolist(), ends[keep].tolist(), scores[keep].tolist())
     for row, start, end, score in kept:

@@ -2,11 +2,12 @@
 
 Importing this package registers :class:`ClinicalPromptConfig` with PEFT.
 """
+from clinical_prompt.layout import AdapterFormatError
 from clinical_prompt.prompts.config import AdapterCompatibilityError, ClinicalPromptConfig
 from clinical_prompt.prompts.deep import DeepPromptHandle, attach_deep_prompts
 from clinical_prompt.prompts.encoder import PromptTables
 from clinical_prompt.prompts.inputs import embed_with_prompts
-from clinical_prompt.prompts.model import AdapterFormatError, PromptedEncoder
+from clinical_prompt.prompts.model import PromptedEncoder
 from clinical_prompt.prompts.register import register_config
 from clinical_prompt.prompts.report import adapter_size_for, parameter_report
 

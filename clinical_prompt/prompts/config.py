@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from peft import PromptTuningConfig
+from peft import PromptTuningConfig, TaskType
 
 DEPTHS = ("input", "deep")
 REPARAMETERIZATIONS = ("none", "mlp", "lstm")
@@ -118,6 +118,9 @@ class ClinicalPromptConfig(PromptTuningConfig):
         prompt_dropout (`float`): Dropout on the prompt vectors during training.
         base_model_type (`str`, *optional*): ``model_type`` of the base model, checked when loading.
         vocab_size (`int`, *optional*): Vocabulary size of the base model, checked when loading.
+        task_type (`str`): PEFT's ``TOKEN_CLS``: the span head scores every text token (start, end) and may find
+            several spans per question, a token-level output aligned one-to-one with the input tokens, where PEFT's
+            ``QUESTION_ANS`` stands for one start/end answer per sequence.
     """
 
     num_virtual_tokens: int = field(default=16, metadata={"help": "Number of virtual tokens per prompt block"})
@@ -150,6 +153,9 @@ class ClinicalPromptConfig(PromptTuningConfig):
     )
     vocab_size: Optional[int] = field(
         default=None, metadata={"help": "Vocabulary size of the base model the adapter was trained on"}
+    )
+    task_type: Optional[Union[str, TaskType]] = field(
+        default=TaskType.TOKEN_CLS, metadata={"help": "PEFT task type: token-level span scores (TOKEN_CLS)"}
     )
 
     def __post_init__(self) -> None:

@@ -6,33 +6,23 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import public_model_id
-
+from clinical_prompt.layout import CONFIG_NAME, HEADS_PREFIX, WEIGHTS_NAME, AdapterFormatError, inside, read_safetensors
 from clinical_prompt.prompts.config import ClinicalPromptConfig, check_field_types
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.encoder import PromptTables
 from clinical_prompt.prompts.inputs import embed_with_prompts
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 NAMED_MODELS = ("base_model_name_or_path", "tokenizer_name_or_path")  # config fields that name a model
 TABLES_KEY = "prompt_tables"
-HEADS_PREFIX = "heads."
-
-
-class AdapterFormatError(ValueError):
-    """An adapter directory is missing a file, or holds one that is unreadable or of the wrong shape."""
 
 
 class PromptedEncoder(nn.Module):
@@ -228,19 +218,6 @@ class PromptedEncoder(nn.Module):
             self.heads.load_state_dict(heads)
 
 
-def inside(path: Path, directory: Path | None = None) -> Path:
-    """``path``, once it is known to resolve inside ``directory`` (default: its own folder): a name with ``..`` or a
-    symbolic link that leads out of an adapter is refused.
-
-    Raises:
-        AdapterFormatError: naming the file.
-    """
-    directory = path.parent if directory is None else directory
-    if not path.resolve().is_relative_to(directory.resolve()):
-        raise AdapterFormatError(f"{path}: leads outside {directory}; an adapter's files must lie inside it")
-    return path
-
-
 def read_adapter_config(path: Path) -> ClinicalPromptConfig:
     """The config of ``adapter_config.json``, checked field by field without running anything it names.
 
@@ -268,7 +245,7 @@ def read_adapter_config(path: Path) -> ClinicalPromptConfig:
         warnings.warn(f"{path}: unknown fields {unknown} are ignored (written by a newer version?)", stacklevel=2)
     for name in NAMED_MODELS:
         value = data.get(name)
-        if value is not None and public_model_id(value) != value:
+        if value is not None and public_model_id(value) is None:
             raise AdapterFormatError(f"{path}: {name}={value!r} is not a hub id; an adapter never names a local path")
     try:
         config = ClinicalPromptConfig.from_peft_type(**{k: v for k, v in data.items() if k not in unknown})
@@ -280,50 +257,3 @@ def read_adapter_config(path: Path) -> ClinicalPromptConfig:
         )
     config.inference_mode = True
     return config
-
-
-def _pickles_beside(path: Path) -> list[Path]:
-    folder = path.parent
-    return sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
-
-
-def read_safetensors(path: Path, expected: Mapping[str, torch.Size]) -> dict[str, Tensor]:
-    """The tensors of a safetensors file whose header holds exactly the ``expected`` names and shapes, in floating
-    point; the header is checked before any tensor is read. Pickles (``*.bin``, ``*.pt``, ...) are never read.
-
-    Raises:
-        AdapterFormatError: naming the file, and the tensor where one differs; where the file is missing and pickles
-            lie beside it, naming them.
-    """
-    if not inside(path).is_file():
-        pickles = _pickles_beside(path)
-        if pickles:
-            raise AdapterFormatError(
-                f"{', '.join(map(str, pickles))}: pickle weights are never loaded (unpickling can run code); "
-                f"save the weights as {path.name}"
-            )
-        raise AdapterFormatError(f"{path}: missing; is this a directory written by save_pretrained?")
-    try:
-        with safe_open(path, framework="pt") as stored:
-            names = list(stored.keys())
-            _check_header(path, {name: stored.get_slice(name) for name in names}, expected)
-            return {name: stored.get_tensor(name) for name in names}
-    except SafetensorError as error:
-        raise AdapterFormatError(f"{path}: not a complete safetensors file ({error})") from None
-
-
-def _check_header(path: Path, stored: Mapping[str, Any], expected: Mapping[str, torch.Size]) -> None:
-    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-    if missing or unexpected:
-        heads_differ = any(name.startswith(HEADS_PREFIX) for name in missing + unexpected)
-        hint = " (pass the heads module the adapter was trained with)" if heads_differ else ""
-        raise AdapterFormatError(
-            f"{path}: tensors do not match the model{hint}: missing {missing}, unexpected {unexpected}"
-        )
-    for name, shape in expected.items():
-        if list(stored[name].get_shape()) != list(shape):
-            raise AdapterFormatError(
-                f"{path}: tensor {name!r} has shape {list(stored[name].get_shape())}, expected {list(shape)}"
-            )
-        if not stored[name].get_dtype().startswith(("F", "BF")):
-            raise AdapterFormatError(f"{path}: tensor {name!r} holds {stored[name].get_dtype()}, not floating point")

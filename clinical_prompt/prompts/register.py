@@ -5,8 +5,9 @@ from peft import PEFT_TYPE_TO_CONFIG_MAPPING, PeftType
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.prompt_tuning import PromptEmbedding
 
+from clinical_prompt.layout import AdapterFormatError
 from clinical_prompt.prompts.config import ClinicalPromptConfig
-from clinical_prompt.prompts.model import TABLES_KEY, AdapterFormatError
+from clinical_prompt.prompts.model import TABLES_KEY
 
 
 class PromptEmbeddingRefusingClinicalAdapters(PromptEmbedding):
@@ -21,7 +22,8 @@ class PromptEmbeddingRefusingClinicalAdapters(PromptEmbedding):
         if TABLES_KEY in state_dict:
             raise AdapterFormatError(
                 "this is a clinical-prompt adapter (prompt blocks and a span head), which PeftModel cannot run; "
-                "load it with clinical_prompt.load_adapter(base_model, adapter_dir), or serve several with "
+                "load it with clinical_prompt.from_pretrained(repo_id_or_dir) or "
+                "clinical_prompt.load_adapter(base_model, repo_id_or_dir), or serve several with "
                 "clinical_prompt.AdapterBank"
             )
         return super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)

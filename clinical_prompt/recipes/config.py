@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 import yaml
 
 from clinical_prompt.backbone import backbone_problem
+from clinical_prompt.layout import EXTRACTOR_FILE
 from clinical_prompt.prompts.config import DEPTHS, PROMPT_INITS, REPARAMETERIZATIONS
+from clinical_prompt.pull import parse_repo_id
 from clinical_prompt.quantization import QUANTIZATIONS
 from clinical_prompt.readers import FORMATS, resolve_corpus_path
 from clinical_prompt.schema import SchemaError, load_schema
@@ -171,7 +173,8 @@ class TrainRecipe:
 class EvaluateRecipe:
     """``evaluate``: score a trained model directory on gold documents."""
 
-    model_dir: str = _field(path=True, help="a directory written by the train recipe (its model/ folder)")
+    model_dir: str = _field(help="a directory written by the train recipe (its model/ folder), or a hub repository "
+                                 "ORG/NAME[@REVISION]")
     test: str = _field(path=True, help="gold documents")
     format: str = _field("brat", choices=FORMATS, help="how the gold documents are stored")
     output_dir: str = _field("runs/evaluate", help="where metrics, predictions and run.json go")
@@ -184,7 +187,8 @@ class EvaluateRecipe:
 class ExtractRecipe:
     """``extract``: predict BRAT annotations for documents with a trained model directory."""
 
-    model_dir: str = _field(path=True, help="a directory written by the train recipe (its model/ folder)")
+    model_dir: str = _field(help="a directory written by the train recipe (its model/ folder), or a hub repository "
+                                 "ORG/NAME[@REVISION]")
     input: str = _field(path=True, help="documents to annotate (their annotations are ignored)")
     format: str = _field("brat", choices=FORMATS, help="how the input documents are stored")
     output_dir: str = _field("runs/extract", help="where the predicted .txt/.ann files and run.json go")
@@ -465,9 +469,13 @@ def check_recipe(config: Any) -> None:
     """The checks of a recipe that involve several fields or sections."""
     if isinstance(config, (EvaluateRecipe, ExtractRecipe)):
         _positive(config.batch_size, "batch_size", allow_none=False)
-        if not (Path(config.model_dir) / "extractor.json").is_file():
-            raise ConfigError("model_dir", f"{config.model_dir} holds no extractor.json; give a directory written by "
-                              "save_pretrained (the train recipe's output_dir/model)")
+        model = Path(config.model_dir)
+        if not model.exists() and parse_repo_id(config.model_dir) is None:
+            raise ConfigError("model_dir", f"path {config.model_dir} does not exist (relative paths start at "
+                              f"{Path.cwd()}), and it is not a hub repo id ORG/NAME[@REVISION]")
+        if model.exists() and not (model / EXTRACTOR_FILE).is_file():
+            raise ConfigError("model_dir", f"{config.model_dir} holds no {EXTRACTOR_FILE}; give a directory written by "
+                              "save_pretrained (the train recipe's output_dir/model), or a hub repository")
         return
     strategies = [config.model.strategy]
     if isinstance(config, (TrainRecipe, FewshotRecipe, ShapeRecipe)):
