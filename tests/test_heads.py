@@ -89,13 +89,28 @@ def test_flat_needs_the_nearest_end_to_match():
     assert _spans(decode_spans(outputs, _all_context(8), mode="nested")) == [[(1, 5)]]
 
 
+def test_scored_takes_the_best_matching_end_not_the_nearest():
+    outputs = _hand_built([_logits(8, {1})], [_logits(8, {3, 5})], {(0, 1, 3): -1.0, (0, 1, 5): HIGH})
+    assert _spans(decode_spans(outputs, _all_context(8), mode="flat", threshold=0.2)) == [[(1, 3)]]
+    assert _spans(decode_spans(outputs, _all_context(8), mode="scored", threshold=0.2)) == [[(1, 5)]]
+
+
+def test_scored_keeps_the_best_of_overlapping_spans_and_every_disjoint_one():
+    start = [[LOW, 1.0, HIGH, LOW, LOW, LOW, HIGH, LOW]]
+    end = [[LOW, LOW, LOW, LOW, HIGH, LOW, LOW, HIGH]]
+    match = {(0, 1, 4): HIGH, (0, 2, 4): HIGH, (0, 6, 7): HIGH, (0, 2, 7): 2.0}
+    outputs = _hand_built(start, end, match)
+    assert _spans(decode_spans(outputs, _all_context(8), mode="flat")) == [[(1, 4), (6, 7)]]
+    assert _spans(decode_spans(outputs, _all_context(8), mode="scored")) == [[(2, 4), (6, 7)]]
+
+
 def test_word_boundary_masks_block_mid_word_spans():
     # Tokens 2-3 are one word ("met", "##formin"): a span may start at 2 but not at 3, end at 3 but not at 2.
     match = {(0, 2, 2): HIGH, (0, 2, 3): HIGH, (0, 3, 3): HIGH}
     outputs = _hand_built([_logits(6, {2, 3})], [_logits(6, {2, 3})], match)
     word_start = torch.tensor([[True, True, True, False, True, True]])
     word_end = torch.tensor([[True, True, False, True, True, True]])
-    for mode in ("flat", "nested"):
+    for mode in ("flat", "scored", "nested"):
         decoded = decode_spans(outputs, _all_context(6), word_start, word_end, mode=mode)
         assert _spans(decoded) == [[(2, 3)]]
 
@@ -104,7 +119,7 @@ def test_context_mask_blocks_query_tokens():
     match = {(0, 1, 2): HIGH, (0, 1, 5): HIGH, (0, 4, 5): HIGH}
     outputs = _hand_built([_logits(7, {1, 4})], [_logits(7, {2, 5})], match)
     context = torch.tensor([[False, False, False, True, True, True, True]])
-    for mode in ("flat", "nested"):
+    for mode in ("flat", "scored", "nested"):
         assert _spans(decode_spans(outputs, context, mode=mode)) == [[(4, 5)]]
 
 
@@ -346,3 +361,33 @@ def test_pair_labels():
     assert pair_labels(["Dosage-Drug", "Route-Drug"]) == [NO_RELATION, "Dosage-Drug", "Route-Drug"]
     with pytest.raises(ValueError):
         pair_labels(["Route-Drug", NO_RELATION])
+
+
+def test_positive_weight_scales_the_loss_of_gold_boundaries_only():
+    hidden, context = torch.zeros(1, 4, _H), torch.ones(1, 4, dtype=torch.bool)
+    starts = ends = torch.tensor([[0, 1, 0, 0]])
+    losses = {}
+    for weight in (1.0, 3.0):
+        torch.manual_seed(0)
+        head = SpanHead(_H, dropout=0.0, loss_weights=(1.0, 1.0, 0.0), positive_weight=weight)
+        with torch.no_grad():
+            head.start.bias.zero_(), head.end.bias.zero_()
+        losses[weight] = head(hidden, context, None, None, starts, ends, [[(1, 1)]]).loss
+    # logit 0 at every token: the loss is (w + 3) / 4 times one token's, so it grows by (3 + 3) / (1 + 3)
+    assert torch.isclose(losses[3.0], losses[1.0] * 6 / 4)
+
+
+def test_match_floor_sets_which_pairs_the_match_loss_sees():
+    torch.manual_seed(0)
+    head = SpanHead(_H, dropout=0.0, loss_weights=(0.0, 0.0, 1.0), match_floor=0.05)
+    with torch.no_grad():
+        head.start.weight.zero_(), head.end.weight.zero_()
+        head.start.bias.fill_(-1.0), head.end.bias.fill_(-1.0)  # every token at probability 0.27
+    hidden, context = torch.randn(1, 5, _H), torch.ones(1, 5, dtype=torch.bool)
+    starts = ends = torch.tensor([[0, 0, 1, 0, 0]])
+    low = head(hidden, context, None, None, starts, ends, [[(2, 2)]]).loss
+    head.match_floor_logit = 0.0  # the reference floor of 0.5: only the gold pair is a candidate
+    reference = head(hidden, context, None, None, starts, ends, [[(2, 2)]]).loss
+    match = torch.sigmoid(head(hidden, context).match_logits(torch.tensor([0]), torch.tensor([2]), torch.tensor([2])))
+    assert torch.isclose(reference, -torch.log(match))
+    assert not torch.isclose(low, reference)

@@ -220,16 +220,41 @@ def test_predictions_are_valid_brat_in_schema_argument_order(trained, dev_docs, 
 
 
 def test_relation_tails_missing_from_the_entities_become_entities(trained, dev_docs) -> None:
-    """Given only the drugs, relation questions still find the dosages and add them as Dosage entities."""
+    """With ``relation_tails="spans"``, given only the drugs, relation questions still find the dosages and add them
+    as Dosage entities."""
     drugs_only = [
         Document(d.doc_id, d.text, entities={k: e for k, e in d.entities.items() if e.type == "Drug"})
         for d in dev_docs
     ]
-    predictions = trained("hard-prompt").extractor.extract_relations(drugs_only)
+    extractor = trained("hard-prompt").extractor
+    saved = extractor.settings
+    extractor.settings = dataclasses.replace(saved, relation_tails="spans")
+    try:
+        predictions = extractor.extract_relations(drugs_only)
+    finally:
+        extractor.settings = saved
     gold = {(d.doc_id, e.start, e.end) for d in dev_docs for e in d.entities.values() if e.type == "Dosage"}
     found = {(d.doc_id, e.start, e.end) for d in predictions for e in d.entities.values() if e.type == "Dosage"}
     assert len(gold & found) >= 0.85 * len(gold)
     assert sum(len(d.relations) for d in predictions) == len(found)
+
+
+def test_relation_questions_answered_by_entities_link_only_entities_already_found(trained, dev_docs) -> None:
+    """By default (``relation_tails="entities"``) a relation question scores the entities of its tail types: given
+    the gold entities it links them as gold does, given only the drugs it adds nothing."""
+    extractor = trained("hard-prompt").extractor
+    assert extractor.settings.relation_tails == "entities"
+    gold = {d.doc_id: d for d in dev_docs}
+    linked = {d.doc_id: d for d in extractor.extract_relations(dev_docs)}
+    drugs_only = [
+        Document(d.doc_id, d.text, entities={k: e for k, e in d.entities.items() if e.type == "Drug"})
+        for d in dev_docs
+    ]
+    unlinked = extractor.extract_relations(drugs_only)
+    assert evaluate_documents(gold, linked)["relations"]["strict"]["micro"]["f1"] >= 0.85
+    assert all(len(d.entities) == len(gold[d.doc_id].entities) for d in linked.values())
+    assert not any(d.relations for d in unlinked)
+    assert all(e.type == "Drug" for d in unlinked for e in d.entities.values())
 
 
 # --- saving and loading -------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from clinical_prompt.extractors.base import (
     read_saved_meta,
     save_backbone,
 )
-from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
+from clinical_prompt.heads.span import DECODING_MODES, SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
 from clinical_prompt.layout import (
     BACKBONE_DIR,
     CONFIG_NAME,
@@ -82,6 +82,7 @@ ScoredSpan = tuple[int, int, float]  # document characters [start, end) and the 
 DEFAULT_VIRTUAL_TOKENS = 16
 THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 PROMPT_SHARING = ("per-type", "shared")
+RELATION_TAILS = ("spans", "entities")
 SHARED_BLOCK = "shared"
 
 
@@ -93,7 +94,12 @@ class MrcSettings:
     the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
     ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
     and match probabilities of concept rows, ``relation_threshold`` of relation rows (``None``: ``threshold``);
-    ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``: the span head's.
+    ``relation_tails``: a relation question's answers are the spans it decodes (``"spans"``) or the entities of a
+    tail type already found in its context, each scored by the question's start probability at its first token and
+    end probability at its last (``"entities"``: concept questions, trained on every mention, fix the boundaries;
+    the relation question only links);
+    ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``, ``match_floor`` and ``positive_weight``: the
+    span head's (see :class:`~clinical_prompt.heads.span.SpanHead`).
     ``negative_ratio``: training keeps at most this many concept rows without a gold span per row with one
     (``None``: all). ``prompt_sharing`` (soft prompts): ``"per-type"``, one prompt block per query type in place of
     the query, or ``"shared"``, one block for every query, the rows keeping the hard query so the type stays known.
@@ -102,11 +108,14 @@ class MrcSettings:
     max_length: int = 256
     head_marking: HeadMarking = "markers"
     neighbours: int = 1
-    decoding: Literal["flat", "nested"] = "flat"
+    decoding: Literal["flat", "scored", "nested"] = "flat"
     threshold: float = 0.5
     relation_threshold: float | None = None
+    relation_tails: Literal["spans", "entities"] = "entities"
     max_span_len: int | None = 32
     head_dropout: float = 0.3
+    match_floor: float = 0.05
+    positive_weight: float = 3.0
     negative_ratio: float | None = None
     prompt_sharing: Literal["per-type", "shared"] = "per-type"
 
@@ -115,8 +124,10 @@ class MrcSettings:
             raise ValueError(f"head_marking must be 'markers' or 'segment', got {self.head_marking!r}")
         if self.neighbours < 0:
             raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
-        if self.decoding not in ("flat", "nested"):
-            raise ValueError(f"decoding must be 'flat' or 'nested', got {self.decoding!r}")
+        if self.relation_tails not in RELATION_TAILS:
+            raise ValueError(f"relation_tails must be 'spans' or 'entities', got {self.relation_tails!r}")
+        if self.decoding not in DECODING_MODES:
+            raise ValueError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
         for name in ("threshold", "relation_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
@@ -129,6 +140,12 @@ class MrcSettings:
             raise ValueError(f"negative_ratio must be >= 0 or None, got {self.negative_ratio}")
         if self.prompt_sharing not in PROMPT_SHARING:
             raise ValueError(f"prompt_sharing must be 'per-type' or 'shared', got {self.prompt_sharing!r}")
+
+
+def span_head(hidden_size: int, settings: MrcSettings) -> SpanHead:
+    """A new span head for encoder states of ``hidden_size``, shaped and trained as ``settings`` say."""
+    return SpanHead(hidden_size, settings.head_dropout, max_span_len=settings.max_span_len,
+                    match_floor=settings.match_floor, positive_weight=settings.positive_weight)
 
 
 def sample_negatives(rows: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
@@ -281,7 +298,7 @@ class MrcExtractor(Extractor):
         mrc_settings = MrcSettings(**settings)
         model = load_backbone(backbone, quantization=quantization)
         tokenizer = load_tokenizer(backbone)
-        head = SpanHead(model.config.hidden_size, mrc_settings.head_dropout, max_span_len=mrc_settings.max_span_len)
+        head = span_head(model.config.hidden_size, mrc_settings)
         if spec.uses_soft_prompts:
             config = mrc_prompt_config(schema, prompt_config, mrc_settings.prompt_sharing)
             encoder = PromptedEncoder(model, config, head, tokenizer=tokenizer)
@@ -413,10 +430,16 @@ class MrcExtractor(Extractor):
         s = self.settings
         decoded = decode_spans(output, *_masks(inputs), mode=s.decoding, threshold=threshold,
                                max_span_len=s.max_span_len)
-        return [
+        spans = [
             [(*token_span_to_char_span(row["offset_mapping"], first, last), score) for first, last, score in row_spans]
             for row, row_spans in zip(rows, decoded)
         ]
+        if s.relation_tails == "entities":
+            start_p, end_p = torch.sigmoid(output.start_logits.float()), torch.sigmoid(output.end_logits.float())
+            for i, row in enumerate(rows):
+                if "candidates" in row:
+                    spans[i] = [span for span in _scored_candidates(row, start_p[i], end_p[i]) if span[2] > threshold]
+        return spans
 
     def _encoded(self, rows: Sequence[dict], batch_size: int) -> Iterator[tuple[list[int], Tensor, dict[str, Tensor]]]:
         """``(row indices, encoder states, inputs)`` of each batch of ``rows``, rows of similar length together."""
@@ -450,9 +473,15 @@ class MrcExtractor(Extractor):
         heads = [p.document() for p in predictions]
         rows = self._relation_rows(heads)
         entities = {doc.doc_id: doc.entities for doc in heads}
+        tails = {r.name: set(r.tails) for r in self.schema.relations}
         for row in rows:
             entity = entities[row["doc_id"]][row["head_id"]]
             row["head"] = (entity.type, entity.start, entity.end)
+            row["candidates"] = [
+                (e.start, e.end) for e in entities[row["doc_id"]].values()
+                if e.type in tails[row["type"]] and e.id != entity.id
+                and row["window_start"] <= e.start and e.end <= row["window_end"]
+            ]
         return rows
 
     def add_answers(
@@ -625,7 +654,7 @@ class MrcExtractor(Extractor):
     @classmethod
     def _assemble(cls, directory: Path, saved: _SavedExtractor, model: nn.Module, tokenizer: Any) -> MrcExtractor:
         settings, spec = saved.settings, saved.spec
-        head = SpanHead(model.config.hidden_size, settings.head_dropout, max_span_len=settings.max_span_len)
+        head = span_head(model.config.hidden_size, settings)
         if spec.uses_soft_prompts:
             encoder = PromptedEncoder.from_pretrained(model, directory, heads=head)
         else:
@@ -661,6 +690,18 @@ def _read_saved(directory: Path) -> _SavedExtractor:
                 f"{LABELS_FILE}, or one shared block)"
             )
     return _SavedExtractor(meta, spec, settings, schema)
+
+
+def _scored_candidates(row: dict, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
+    """The relation row's ``candidates`` (character spans) that its context tokens cover, each scored by the smaller
+    of the start probability of its first token and the end probability of its last."""
+    offsets = row["offset_mapping"]
+    scored = []
+    for start, end in row["candidates"]:
+        tokens = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+        if tokens:
+            scored.append((start, end, min(start_p[tokens[0]].item(), end_p[tokens[-1]].item())))
+    return scored
 
 
 def _masks(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

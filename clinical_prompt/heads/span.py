@@ -10,6 +10,7 @@ Memory: the match MLP's first layer over the concatenated pair ``[h_s; h_e]`` is
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SpanLabels = torch.Tensor | Sequence[Sequence[tuple[int, int]]]
+DECODING_MODES = ("flat", "scored", "nested")
 
 
 @dataclass
@@ -48,6 +50,11 @@ class SpanHead(nn.Module):
     word start / word end count) and BCE over the match logits of candidate pairs (start <= end, within
     ``max_span_len``, and predicted start x predicted end or gold start x gold end), combined as
     ``(w_s * L_start + w_e * L_end + w_m * L_match) / (w_s + w_e + w_m)`` with weights 1 : 1 : 0.1 by default.
+
+    ``positive_weight`` multiplies the start/end loss of gold tokens (a few percent of the tokens are positive).
+    ``match_floor``: a start or end counts as predicted for the match loss once its probability exceeds this
+    (0.5 in the reference implementation); set it at or below the decoding threshold, so that the match MLP is
+    trained on the pairs it will be asked to judge.
     """
 
     def __init__(
@@ -57,8 +64,14 @@ class SpanHead(nn.Module):
         intermediate_size: int | None = None,
         max_span_len: int | None = None,
         loss_weights: tuple[float, float, float] = (1.0, 1.0, 0.1),
+        match_floor: float = 0.5,
+        positive_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 < match_floor < 1.0:
+            raise ValueError(f"match_floor must be in (0, 1), got {match_floor}")
+        if positive_weight <= 0:
+            raise ValueError(f"positive_weight must be > 0, got {positive_weight}")
         if max_span_len is not None and max_span_len < 1:
             raise ValueError(f"max_span_len must be >= 1, got {max_span_len}")
         if len(loss_weights) != 3 or min(loss_weights) < 0 or sum(loss_weights) <= 0:
@@ -67,6 +80,8 @@ class SpanHead(nn.Module):
         self.hidden_size = hidden_size
         self.max_span_len = max_span_len
         self.loss_weights = tuple(float(w) for w in loss_weights)
+        self.match_floor_logit = math.log(match_floor / (1 - match_floor))
+        self.positive_weight = float(positive_weight)
         self.dropout = nn.Dropout(dropout)
         self.start = nn.Linear(hidden_size, 1)
         self.end = nn.Linear(hidden_size, 1)
@@ -125,13 +140,14 @@ class SpanHead(nn.Module):
     ) -> torch.Tensor:
         start_ok, end_ok = boundary_masks(context_mask, word_start_mask, word_end_mask)
         gold_start, gold_end = start_labels.bool(), end_labels.bool()
-        start_loss = _masked_bce(output.start_logits, gold_start, start_ok)
-        end_loss = _masked_bce(output.end_logits, gold_end, end_ok)
+        start_loss = _masked_bce(output.start_logits, gold_start, start_ok, self.positive_weight)
+        end_loss = _masked_bce(output.end_logits, gold_end, end_ok, self.positive_weight)
 
-        start_kept = start_ok & ((output.start_logits > 0) | gold_start)
-        end_kept = end_ok & ((output.end_logits > 0) | gold_end)
+        floor = self.match_floor_logit
+        start_kept = start_ok & ((output.start_logits > floor) | gold_start)
+        end_kept = end_ok & ((output.end_logits > floor) | gold_end)
         rows, starts, ends = candidate_pairs(start_kept, end_kept, self.max_span_len)
-        predicted = (output.start_logits[rows, starts] > 0) & (output.end_logits[rows, ends] > 0)
+        predicted = (output.start_logits[rows, starts] > floor) & (output.end_logits[rows, ends] > floor)
         candidates = predicted | (gold_start[rows, starts] & gold_end[rows, ends])
         rows, starts, ends = rows[candidates], starts[candidates], ends[candidates]
         gold = _is_gold(rows, starts, ends, _as_span_tensor(span_labels, start_labels.device), start_labels.shape[1])
@@ -193,8 +209,9 @@ def _is_gold(
     return torch.isin((rows * length + starts) * length + ends, gold_keys)
 
 
-def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+def _masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, positive_weight: float) -> torch.Tensor:
+    weight = logits.new_tensor(positive_weight)
+    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none", pos_weight=weight)
     return (losses * mask).sum() / mask.sum().clamp_min(1)
 
 
@@ -204,7 +221,7 @@ def decode_spans(
     word_start_mask: torch.Tensor | None = None,
     word_end_mask: torch.Tensor | None = None,
     *,
-    mode: Literal["flat", "nested"] = "flat",
+    mode: Literal["flat", "scored", "nested"] = "flat",
     threshold: float = 0.5,
     max_span_len: int | None = None,
 ) -> list[list[tuple[int, int, float]]]:
@@ -214,11 +231,13 @@ def decode_spans(
     Starts and ends are context tokens on a word start / end whose probability exceeds ``threshold``.
     ``flat``: each start takes its nearest end at or after it; the pair is kept if its match probability exceeds
     ``threshold`` and it does not overlap a span kept from an earlier start (left to right).
+    ``scored``: every start-end pair whose match probability exceeds ``threshold`` is a candidate; candidates are
+    kept from the highest score down, each unless it overlaps one kept.
     ``nested``: every start-end pair (start <= end) whose match probability exceeds ``threshold``.
     Pairs longer than ``max_span_len`` tokens are never kept (no bound when None).
     """
-    if mode not in ("flat", "nested"):
-        raise ValueError(f"mode must be 'flat' or 'nested', got {mode!r}")
+    if mode not in DECODING_MODES:
+        raise ValueError(f"mode must be one of {', '.join(DECODING_MODES)}, got {mode!r}")
     start_ok, end_ok = boundary_masks(context_mask, word_start_mask, word_end_mask)
     start_p, end_p = torch.sigmoid(outputs.start_logits.float()), torch.sigmoid(outputs.end_logits.float())
     start_ok = start_ok & (start_p > threshold)
@@ -230,11 +249,29 @@ def decode_spans(
     match = torch.sigmoid(outputs.match_logits(rows, starts, ends).float())
     keep = match > threshold
     scores = torch.minimum(torch.minimum(start_p[rows, starts], end_p[rows, ends]), match)
+    rows, starts, ends, scores = rows[keep], starts[keep], ends[keep], scores[keep]
     spans: list[list[tuple[int, int, float]]] = [[] for _ in range(start_ok.shape[0])]
-    kept = zip(rows[keep].tolist(), starts[keep].tolist(), ends[keep].tolist(), scores[keep].tolist())
-    for row, start, end, score in kept:
+    if mode == "scored":
+        return _best_non_overlapping(rows, starts, ends, scores, spans)
+    for row, start, end, score in zip(rows.tolist(), starts.tolist(), ends.tolist(), scores.tolist()):
         if mode == "nested" or not spans[row] or start > spans[row][-1][1]:
             spans[row].append((start, end, score))
+    return spans
+
+
+def _best_non_overlapping(
+    rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, scores: torch.Tensor,
+    spans: list[list[tuple[int, int, float]]],
+) -> list[list[tuple[int, int, float]]]:
+    """``spans`` filled per row with the candidates of highest score that overlap none kept before them, each row's
+    spans sorted by start."""
+    rows_, starts_, ends_, scores_ = rows.tolist(), starts.tolist(), ends.tolist(), scores.tolist()
+    for i in scores.argsort(descending=True).tolist():
+        row, start, end = rows_[i], starts_[i], ends_[i]
+        if all(end < s or start > e for s, e, _ in spans[row]):
+            spans[row].append((start, end, scores_[i]))
+    for row_spans in spans:
+        row_spans.sort()
     return spans
 
 
