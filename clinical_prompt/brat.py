@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinical_prompt import atomic
+from clinical_prompt.errors import ClinicalPromptError
 
 Span = tuple[int, int]
 
@@ -147,7 +148,7 @@ class Document:
     order: list[str] = field(default_factory=list)
 
 
-class BratFormatError(ValueError):
+class BratFormatError(ClinicalPromptError, ValueError):
     """A problem in a BRAT file, located by file and line; the message never quotes annotated text."""
 
     def __init__(self, path: str, line: int | None, kind: str, detail: str = "") -> None:

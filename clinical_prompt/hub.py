@@ -19,6 +19,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import httpx, validate_repo_id
 
 from clinical_prompt.card import CARD_FILE
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.extractors.base import (
     BACKBONE_DIR,
     EXTRACTOR_FILE,
@@ -37,7 +38,7 @@ LOCAL_PATH = re.compile(r"(?<![\w.:/~-])/[\w.-]+/|(?<!\w)[A-Za-z]:[\\/]|(?<![\w.
 COMMIT_MESSAGE = "Upload clinical-prompt extractor"
 
 
-class PushError(Exception):
+class PushError(ClinicalPromptError):
     """A push refused before any request (a file that must not leave the machine) or failed at the hub."""
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from clinical_prompt.brat import Document, Entity, Relation, Span
 from clinical_prompt.corpus.alignment import strip_span
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.prompts.model import PICKLE_SUFFIXES, AdapterFormatError, inside
 from clinical_prompt.schema import RelationType, TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
@@ -40,7 +41,7 @@ LABELS_FILE = "labels.json"
 BACKBONE_DIR = "backbone"
 
 
-class ExtractorFormatError(ValueError):
+class ExtractorFormatError(ClinicalPromptError, ValueError):
     """A saved extractor directory is missing a file or holds one that cannot be read."""
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import public_model_id
-
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.prompts.config import ClinicalPromptConfig, check_field_types
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.encoder import PromptTables
@@ -31,7 +31,7 @@ TABLES_KEY = "prompt_tables"
 HEADS_PREFIX = "heads."
 
 
-class AdapterFormatError(ValueError):
+class AdapterFormatError(ClinicalPromptError, ValueError):
     """An adapter directory is missing a file, or holds one that is unreadable or of the wrong shape."""
 
 
