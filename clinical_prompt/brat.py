@@ -501,7 +501,8 @@ def format_ann(doc: Document) -> str:
 def write_document(doc: Document, directory: str | os.PathLike, *, write_text: bool = False) -> Path:
     """Write ``<directory>/<doc_id>.ann`` (and ``.txt`` with ``write_text``) atomically; returns the path.
 
-    New files are private to the user (mode 0600), as the temp file they are renamed from.
+    New files get the mode ``open()`` would give them (0o666 less the umask: set ``umask 077`` where notes are
+    private); a replaced file keeps its own (see :mod:`clinical_prompt.atomic`).
     """
     ann_path = Path(directory) / f"{doc.doc_id}.ann"
     content = format_ann(doc)
