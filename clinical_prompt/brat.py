@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clinical_prompt import atomic
+from clinical_prompt.errors import ClinicalPromptError
 
 Span = tuple[int, int]
 
@@ -147,7 +148,7 @@ class Document:
     order: list[str] = field(default_factory=list)
 
 
-class BratFormatError(ValueError):
+class BratFormatError(ClinicalPromptError, ValueError):
     """A problem in a BRAT file, located by file and line; the message never quotes annotated text."""
 
     def __init__(self, path: str, line: int | None, kind: str, detail: str = "") -> None:
@@ -500,7 +501,8 @@ def format_ann(doc: Document) -> str:
 def write_document(doc: Document, directory: str | os.PathLike, *, write_text: bool = False) -> Path:
     """Write ``<directory>/<doc_id>.ann`` (and ``.txt`` with ``write_text``) atomically; returns the path.
 
-    New files are private to the user (mode 0600), as the temp file they are renamed from.
+    New files get the mode ``open()`` would give them (0o666 less the umask: set ``umask 077`` where notes are
+    private); a replaced file keeps its own (see :mod:`clinical_prompt.atomic`).
     """
     ann_path = Path(directory) / f"{doc.doc_id}.ann"
     content = format_ann(doc)

@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from clinical_prompt.atomic import write_text
 from clinical_prompt.backbone import DEFAULT_BACKBONE, OFFLINE_BACKBONES, offline_name, public_model_id
 from clinical_prompt.brat import Document
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.layout import (
     BACKBONE_DIR,
     CARD_FILE,
@@ -77,7 +78,7 @@ def _check_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-class MetricsFormatError(ValueError):
+class MetricsFormatError(ClinicalPromptError, ValueError):
     """Metrics that are not the evaluation JSON of :mod:`clinical_prompt.evaluation`."""
 
 

@@ -6,6 +6,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from clinical_prompt.console import run_guarded
+from clinical_prompt.errors import ClinicalPromptError
+from clinical_prompt.recipes.cli import add_recipe_arguments, run_recipe_command
+
 RECIPE_COMMANDS = {
     "train": "train one extractor from a recipe config, save it, score it on the test split",
     "fewshot": "learning curves: training sizes x strategies x seeds (table and plot)",
@@ -15,16 +19,8 @@ RECIPE_COMMANDS = {
 }
 
 
-class _UsageError(ValueError):
+class _UsageError(ClinicalPromptError, ValueError):
     """Arguments that parse but do not go together."""
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
-    """A recipe's arguments: ``--config``, ``--print-config`` and the ``key=value`` overrides."""
-    parser.add_argument("--config", required=config_required, help="the recipe's YAML config")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides of config values, e.g. training.epochs=3 'fewshot.sizes=[5,10]'")
 
 
 def _corpus_stats(args: argparse.Namespace) -> int:
@@ -58,8 +54,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _recipe(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from clinical_prompt.recipes.cli import run_recipe_command
-
         return run_recipe_command(name, args)
 
     return run
@@ -136,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinical-prompt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    corpus = commands.add_parser("corpus", help="inspect a BRAT corpus").add_subparsers(dest="corpus_command", required=True)
-    stats = corpus.add_parser("stats", help="documents, sentences, concepts and relations per type, and every problem found")
+    corpus = commands.add_parser("corpus", help="inspect a BRAT corpus")
+    corpus = corpus.add_subparsers(dest="corpus_command", required=True)
+    stats = corpus.add_parser("stats",
+                              help="documents, sentences, concepts and relations per type, and every problem found")
     stats.add_argument("directory")
     stats.add_argument("--schema", help="built-in schema name or YAML file; adds the counts after mapping onto it")
     stats.set_defaults(run=_corpus_stats)
@@ -184,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
     push.set_defaults(run=_push)
 
-    extract = commands.add_parser("extract", help="extract notes (.txt) with adapters on one shared base, one .ann each")
+    extract = commands.add_parser("extract",
+                                  help="extract notes (.txt) with adapters on one shared base, one .ann each")
     extract.add_argument("--base", required=True, help="the adapters' base model: hub id, folder or minilm")
     extract.add_argument("--adapter", required=True, action="append", type=_pair("NAME", "DIR"), metavar="NAME=DIR",
                          help="a soft-prompt-frozen adapter and its name: a folder, or a hub repository "
@@ -221,27 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clinical-prompt`` console script; input problems exit with status 2 and one message."""
     args = build_parser().parse_args(argv)
     return run_guarded(lambda: args.run(args))
-
-
-def run_guarded(run: Callable[[], int]) -> int:
-    """``run()``; an input problem ends with one line ``clinical-prompt: error: ...`` and exit status 2."""
-    from clinical_prompt.brat import BratFormatError
-    from clinical_prompt.card import MetricsFormatError
-    from clinical_prompt.extract_notes import NoteSelectionError
-    from clinical_prompt.extractors import ExtractorFormatError
-    from clinical_prompt.hub import PushError
-    from clinical_prompt.prompts import AdapterCompatibilityError, AdapterFormatError
-    from clinical_prompt.pull import PullError
-    from clinical_prompt.recipes.config import ConfigError
-    from clinical_prompt.schema import SchemaError
-
-    input_errors = (BratFormatError, SchemaError, AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError,
-                    PushError, PullError, ConfigError, _UsageError, NoteSelectionError, MetricsFormatError)
-    try:
-        return run()
-    except (*input_errors, OSError) as error:
-        print(f"clinical-prompt: error: {error}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

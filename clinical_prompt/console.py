@@ -1,8 +1,12 @@
-"""Log records of the command-line tools on stderr: one handler on the ``clinical_prompt`` logger, however often
-a command runs in one process."""
+"""What the command-line tools print on stderr: log records (one handler on the ``clinical_prompt`` logger, however
+often a command runs in one process) and input problems (one line, exit status 2)."""
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
+
+from clinical_prompt.errors import ClinicalPromptError
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:
@@ -15,3 +19,13 @@ def log_to_stderr(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
+
+
+def run_guarded(run: Callable[[], int]) -> int:
+    """``run()``; an input problem (a :class:`ClinicalPromptError` or an ``OSError``) ends with one line
+    ``clinical-prompt: error: ...`` and exit status 2."""
+    try:
+        return run()
+    except (ClinicalPromptError, OSError) as error:
+        print(f"clinical-prompt: error: {error}", file=sys.stderr)
+        return 2

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from clinical_prompt.bank import AdapterBank
 from clinical_prompt.brat import BratFormatError, Document, read_text, write_document
+from clinical_prompt.errors import ClinicalPromptError
 
 NOTE_SUFFIX = ".txt"
 
 
-class NoteSelectionError(ValueError):
+class NoteSelectionError(ClinicalPromptError, ValueError):
     """The notes or adapter choices given cannot be served: no notes, two notes with one id, or a note no rule
     assigns to a loaded adapter."""
 

@@ -19,6 +19,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import httpx, validate_repo_id
 
 from clinical_prompt.layout import BACKBONE_DIR, CARD_FILE, LAYOUT, PICKLE_SUFFIXES, read_extractor_meta
+from clinical_prompt.errors import ClinicalPromptError
 
 __all__ = ["PushError", "files_to_push", "push_to_hub"]
 
@@ -27,7 +28,7 @@ LOCAL_PATH = re.compile(r"(?<![\w.:/~-])/[\w.-]+/|(?<!\w)[A-Za-z]:[\\/]|(?<![\w.
 COMMIT_MESSAGE = "Upload clinical-prompt extractor"
 
 
-class PushError(Exception):
+class PushError(ClinicalPromptError):
     """A push refused before any request (a file that must not leave the machine) or failed at the hub."""
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.strategies import Strategy, get_strategy
 
 EXTRACTOR_FILE = "extractor.json"
@@ -38,11 +39,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_BLOBS = "blobs"  # file contents in a Hub cache repository (and the cache's shared store)
 
 
-class ExtractorFormatError(ValueError):
+class ExtractorFormatError(ClinicalPromptError, ValueError):
     """A saved extractor directory is missing a file or holds one that cannot be read."""
 
 
-class AdapterFormatError(ValueError):
+class AdapterFormatError(ClinicalPromptError, ValueError):
     """An adapter directory is missing a file, or holds one that is unreadable or of the wrong shape."""
 
 

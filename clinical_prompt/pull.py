@@ -26,6 +26,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import httpx, validate_repo_id
 
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.layout import (
     BACKBONE_DIR,
     CARD_FILE,
@@ -45,7 +46,7 @@ IGNORE_PATTERNS = [f"*{suffix}" for suffix in PICKLE_SUFFIXES]
 RENAMED_ERRORS = (AdapterFormatError, AdapterCompatibilityError, ExtractorFormatError, SchemaError)
 
 
-class PullError(ValueError):
+class PullError(ClinicalPromptError, ValueError):
     """A saved extractor that cannot be had: no such folder or repository, no such revision, or a hub out of reach
     with nothing cached."""
 

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-BUNDLED_CORPUS = Path(__file__).parent / "data" / "maccrobat2020"
+from clinical_prompt.readers import BUNDLED_CORPUS
+
 BUNDLED_SCHEMA = "maccrobat-med"
 
 

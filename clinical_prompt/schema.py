@@ -28,6 +28,7 @@ import yaml
 
 from .atomic import write_text
 from .brat import Attribute, Document, Relation
+from .errors import ClinicalPromptError
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 HEAD_ARGS = ("Arg1", "Arg2")
@@ -38,7 +39,7 @@ DUPLICATE = "duplicate"
 DROP_REASONS = (NOT_IN_SCHEMA, ARGUMENT_DROPPED, ARGUMENTS_DO_NOT_FIT, DUPLICATE)
 
 
-class SchemaError(ValueError):
+class SchemaError(ClinicalPromptError, ValueError):
     """An invalid schema; the message names the source file and the field."""
 
     def __init__(self, source: str, field_name: str, problem: str) -> None:

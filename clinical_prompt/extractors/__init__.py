@@ -25,6 +25,7 @@ __all__ = [
     "MrcSettings",
     "Strategy",
     "build_extractor",
+    "from_pretrained",
     "get_strategy",
     "load_extractor",
 ]
@@ -80,3 +81,6 @@ def load_extractor(
     with saved_extractor(name_or_path, revision=revision, token=token) as directory:
         _, spec = read_extractor_meta(directory)
         return _extractor_class(spec).from_pretrained(directory, backbone=backbone)
+
+
+from_pretrained = load_extractor  # the Hugging Face name: any saved extractor, by hub repo id or folder

@@ -19,6 +19,8 @@ from typing import Any, Literal, Optional, Union
 
 from peft import PromptTuningConfig, TaskType
 
+from clinical_prompt.errors import ClinicalPromptError
+
 DEPTHS = ("input", "deep")
 REPARAMETERIZATIONS = ("none", "mlp", "lstm")
 PROMPT_INITS = ("random", "vocab", "query")
@@ -32,7 +34,7 @@ FINGERPRINT = {
 }
 
 
-class AdapterCompatibilityError(ValueError):
+class AdapterCompatibilityError(ClinicalPromptError, ValueError):
     """An adapter was trained on a base model of another shape than the one it is loaded onto."""
 
 

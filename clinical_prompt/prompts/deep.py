@@ -182,7 +182,9 @@ class _LayerInjection:
         context, *rest = output
         # attention weights are [batch, heads, queries, keys]: drop the placeholder queries, keep the prefix keys
         rest = [item[:, :, self.prefix_len :] if isinstance(item, Tensor) else item for item in rest]
-        return (context[:, self.prefix_len :], *rest)
+        # contiguous: a strided view would send the output projection down a matmul path chosen by whether its
+        # weight requires grad, so a frozen and an unfrozen backbone would round differently
+        return (context[:, self.prefix_len :].contiguous(), *rest)
 
 
 def layer_prefixes(prompts: Tensor, num_layers: int) -> list[tuple[Tensor, Tensor]]:

@@ -17,15 +17,23 @@ import os
 from pathlib import Path
 
 from clinical_prompt.brat import Document, read_corpus
-from clinical_prompt.quickstart import BUNDLED_CORPUS
 from clinical_prompt.readers.ade import read_ade_corpus
 from clinical_prompt.readers.psytar import read_psytar_conll
 
-__all__ = ["BUNDLED", "FORMATS", "read_ade_corpus", "read_documents", "read_psytar_conll", "resolve_corpus_path"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_CORPUS",
+    "FORMATS",
+    "read_ade_corpus",
+    "read_documents",
+    "read_psytar_conll",
+    "resolve_corpus_path",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("brat", "ade-corpus-v2", "psytar-conll")
+BUNDLED_CORPUS = Path(__file__).parent.parent / "data" / "maccrobat2020"  # MACCROBAT2020, shipped in the package
 BUNDLED = {"bundled:maccrobat2020": BUNDLED_CORPUS}
 
 

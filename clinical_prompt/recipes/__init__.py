@@ -5,14 +5,20 @@
 ``clinical-prompt <name> --config ... [key=value ...]``. :mod:`clinical_prompt.recipes.config` describes the
 config files, :mod:`clinical_prompt.recipes.metadata` the ``run.json`` written beside every output.
 """
-from clinical_prompt.recipes.config import RECIPES, ConfigError, load_config
+from __future__ import annotations
 
-__all__ = ["RECIPES", "ConfigError", "load_config", "run_recipe"]
+from clinical_prompt._lazy import lazy_exports
+
+_EXPORTS = {name: "clinical_prompt.recipes.config" for name in ("RECIPES", "ConfigError", "load_config")}
+__all__ = [*_EXPORTS, "run_recipe"]
+__getattr__ = lazy_exports(globals(), _EXPORTS)
 
 
 def run_recipe(name: str, config: object) -> dict:
     """Run the recipe ``name`` on its loaded ``config``; its summary (what ``run.json`` lists as outputs)."""
     from importlib import import_module
+
+    from clinical_prompt.recipes.config import RECIPES
 
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")

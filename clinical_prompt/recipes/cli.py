@@ -1,17 +1,27 @@
 """Command-line front of the recipes: ``--config FILE [key=value ...]``, shared by ``clinical-prompt <recipe>`` and
-the scripts in ``recipes/``."""
+the scripts in ``recipes/``. Importing it is cheap: the recipes load when one runs."""
 from __future__ import annotations
 
 import argparse
 import logging
 from collections.abc import Sequence
 
-from clinical_prompt.recipes import RECIPES, load_config, run_recipe
-from clinical_prompt.recipes.config import config_to_yaml
+from clinical_prompt.console import run_guarded
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, *, config_required: bool = True) -> None:
+    """A recipe's arguments: ``--config``, ``--print-config`` and the ``key=value`` overrides."""
+    parser.add_argument("--config", required=config_required, help="the recipe's YAML config")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides of config values, e.g. training.epochs=3 'fewshot.sizes=[5,10]'")
 
 
 def run_recipe_command(name: str, args: argparse.Namespace) -> int:
     """Load and check the config (every problem is reported before any work), then run the recipe."""
+    from clinical_prompt.recipes import load_config, run_recipe
+    from clinical_prompt.recipes.config import config_to_yaml
+
     config = load_config(name, args.config, args.overrides)
     if args.print_config:
         print(config_to_yaml(config), end="")
@@ -30,7 +40,7 @@ def _log_to_stderr() -> None:
 
 def main(name: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``recipes/<name>.py``; input problems exit with status 2 and one message."""
-    from clinical_prompt.cli import add_recipe_arguments, run_guarded
+    from clinical_prompt.recipes import RECIPES
 
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from clinical_prompt.backbone import backbone_problem
+from clinical_prompt.errors import ClinicalPromptError
 from clinical_prompt.layout import EXTRACTOR_FILE
 from clinical_prompt.prompts.config import DEPTHS, PROMPT_INITS, REPARAMETERIZATIONS
 from clinical_prompt.pull import parse_repo_id
@@ -37,7 +38,7 @@ SOFT_STRATEGIES = tuple(name for name, spec in STRATEGIES.items() if spec.uses_s
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(ClinicalPromptError, ValueError):
     """An invalid recipe config; ``key`` is the dotted key at fault (``""`` for the whole file)."""
 
     def __init__(self, key: str, problem: str, source: str | None = None) -> None:
