@@ -268,6 +268,8 @@ def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
     scores = evaluate_documents({d.doc_id: d for d in splits.test}, {d.doc_id: d for d in predictions})
     if not training.keep_checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
+        if not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()
     relations = bool(splits.schema.relations) and not stock
     best = next((e["metrics"] for e in result.history if e["epoch"] == result.best_epoch), {})
     dev = {"concept_strict_f1": best.get("strict_f1"), "concept_lenient_f1": best.get("lenient_f1"),
@@ -376,6 +378,12 @@ def _plot(path: Path, config: QualityBenchmark, rows: list[dict[str, Any]]) -> N
 # --- command line -----------------------------------------------------------------------------------------------
 
 
+def run_child(cell: Cell, args: argparse.Namespace) -> int:
+    """Run ``cell`` in a new process of this script (same config and overrides); its exit status."""
+    command = [sys.executable, str(SCRIPT), "--config", args.config, *args.overrides, "--cell", cell.name]
+    return subprocess.run(command, check=False).returncode
+
+
 def run_grid(config: QualityBenchmark, args: argparse.Namespace) -> int:
     """Run the selected missing cells one at a time, each in a child process; then write the results."""
     output = Path(config.output_dir)
@@ -394,8 +402,7 @@ def run_grid(config: QualityBenchmark, args: argparse.Namespace) -> int:
             logger.info("%s: finished in an earlier sitting", cell.name)
         elif not args.table_only:
             logger.info("%s: training", cell.name)
-            command = [sys.executable, str(SCRIPT), "--config", args.config, *args.overrides, "--cell", cell.name]
-            if subprocess.run(command, check=False).returncode != 0:
+            if run_child(cell, args) != 0:
                 failed.append(cell.name)
                 reasons[cell.name] = "failed in the last sitting (see its log)"
                 logger.error("%s: failed; its row stays missing", cell.name)

@@ -132,6 +132,13 @@ class StockPeer:
         return [{"params": params, "lr": rates[part], "weight_decay": weight_decay}
                 for part, params in groups.items() if params]
 
+    def spans(self, window: Mapping[str, Any], label_ids: Sequence[int]) -> list[tuple[int, int, str]]:
+        """Document character spans ``(start, end, type)`` of a window's label ids (one per position)."""
+        pieces = [i for i, span in enumerate(window["offsets"]) if span is not None]
+        tags = [self.labels[label_ids[i]] for i in pieces]
+        return [(window["offsets"][pieces[first]][0], window["offsets"][pieces[last]][1], label)
+                for first, last, label in decode_bio(tags)]
+
     @torch.no_grad()
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """One predicted Document per input (same id and text) holding the decoded concept spans."""
@@ -143,11 +150,7 @@ class StockPeer:
             chunk = windows[begin : begin + batch_size]
             logits = self.tagger(**{k: v for k, v in self.collate(chunk).items() if k != "labels"})["logits"]
             for window, predicted in zip(chunk, logits.argmax(-1).tolist()):
-                pieces = [i for i, span in enumerate(window["offsets"]) if span is not None]
-                tags = [self.labels[predicted[i]] for i in pieces]
-                for first, last, label in decode_bio(tags):
-                    span = window["offsets"][pieces[first]][0], window["offsets"][pieces[last]][1]
-                    found[window["doc"].doc_id].append((*span, label))
+                found[window["doc"].doc_id] += self.spans(window, predicted)
         self.tagger.train(was_training)
         return [Document(doc.doc_id, doc.text, entities={
             f"T{n}": Entity(f"T{n}", label, ((start, end),), doc.text[start:end])
