@@ -41,7 +41,7 @@ from clinical_prompt.corpus import sample_documents, train_dev_split
 from clinical_prompt.corpus.splits import hold_out, read_mapped
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors import STRATEGIES, build_extractor
-from clinical_prompt.fit import dev_scores
+from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.readers import FORMATS, resolve_corpus_path
 from clinical_prompt.recipes import runs
 from clinical_prompt.recipes.config import (
@@ -50,13 +50,16 @@ from clinical_prompt.recipes.config import (
 from clinical_prompt.recipes.metadata import finished, git_revision, path_checksums, run_metadata, write_run_metadata
 from clinical_prompt.recipes.tables import bar_plot, markdown_table, write_csv
 from clinical_prompt.schema import SchemaError, load_schema
-from clinical_prompt.training import TrainingResult, train
+from clinical_prompt.training import TrainingConfig, TrainingResult, train
 from stock_peers import STOCK_METHODS, STOCK_TRAINED_PARTS, StockPeer
 
 SCRIPT = Path(__file__).resolve()
 METHODS = (*STRATEGIES, *STOCK_METHODS)
 CELLS_FILE = "cells.jsonl"
-SCORES = ("concept_strict_f1", "concept_lenient_f1", "relation_strict_f1", "relation_lenient_f1")
+SCORES = {  # result column -> the loop's dev metric of the same score
+    "concept_strict_f1": "strict_f1", "concept_lenient_f1": "lenient_f1",
+    "relation_strict_f1": "relation_strict_f1", "relation_lenient_f1": "relation_lenient_f1",
+}
 COLUMNS = ("corpus", "backbone", "method", "stock", *SCORES, *(f"dev_{s}" for s in SCORES), "epochs_run", "best_epoch",
            "epoch_cap", "wall_minutes", "train_minutes", "tokens_per_second", "peak_memory_mib",
            "trainable_parameters", "train_documents", "dev_documents", "test_documents", "git_revision", "finished")
@@ -131,7 +134,8 @@ class QualityBenchmark:
             _check_method(method, settings, f"methods.{method}")
         if self.training.early_stopping_patience is None:
             raise ConfigError("training.early_stopping_patience", "required: each cell trains until dev stops gaining")
-        check_model(ModelConfig(), self.prompt, self.training, [m for m in self.methods if m in STRATEGIES] or ["finetune"])
+        strategies = [method for method in self.methods if method in STRATEGIES]
+        check_model(ModelConfig(), self.prompt, self.training, strategies or ["finetune"])
 
 
 def _check_corpus(corpus: CorpusSection, key: str) -> None:
@@ -221,6 +225,12 @@ def method_training(config: QualityBenchmark, method: str) -> TrainingSection:
     return dataclasses.replace(config.training, **{k: v for k, v in own.items() if v is not None})
 
 
+def resumable(training: TrainingSection, run_dir: Path) -> TrainingConfig:
+    """The loop's config of ``training``, checkpointing into ``run_dir`` and resuming from its last complete
+    checkpoint: a cell cut off in one sitting goes on from its last finished epoch in the next."""
+    return dataclasses.replace(training.training_config(run_dir), resume=True)
+
+
 def train_strategy(cell: Cell, splits: runs.Splits, train_docs: list[Document], config: QualityBenchmark,
                    run_dir: Path) -> tuple[Any, TrainingResult, int]:
     """One of the library's strategies, trained with dev early stopping: (extractor, result, trainable)."""
@@ -234,7 +244,8 @@ def train_strategy(cell: Cell, splits: runs.Splits, train_docs: list[Document], 
         model = ModelConfig(strategy=cell.method, backbone=cell.backbone, max_length=settings.max_length,
                             negative_ratio=settings.negative_ratio)
         extractor = runs.build(splits.schema, cell.method, cell.backbone, model, config.prompt, training.seed)
-    result = runs.train(extractor, train_docs, splits.dev, training, run_dir)
+    result = fit(extractor, train_docs, splits.dev, resumable(training, run_dir),
+                 learning_rates=runs.learning_rates(training, cell.method), eval_batch_size=training.eval_batch_size)
     return extractor, result, runs.trainable_parameters(extractor)
 
 
@@ -245,11 +256,16 @@ def train_stock(cell: Cell, splits: runs.Splits, train_docs: list[Document], con
     torch.manual_seed(training.seed)
     peer = StockPeer(cell.method, resolve_backbone(cell.backbone), splits.schema.concept_names, settings.max_length)
     rates = {"backbone": training.backbone_lr, "head": training.head_lr, "prompt": training.prompt_lr}
-    result = train(peer.tagger, peer.rows(train_docs), config=training.training_config(run_dir),
+    result = train(peer.tagger, peer.rows(train_docs), config=resumable(training, run_dir),
                    collate_fn=peer.collate, param_groups=peer.param_groups(rates, training.weight_decay),
                    evaluate_fn=lambda _: dev_scores(peer, splits.dev, batch_size=training.eval_batch_size))
     trainable = sum(p.numel() for p in peer.tagger.parameters() if p.requires_grad)
     return peer, result, trainable
+
+
+def cell_dir(config: QualityBenchmark, cell: Cell) -> Path:
+    """Where ``cell`` keeps its checkpoints while it trains."""
+    return Path(config.output_dir) / "runs" / cell.name.replace("/", "-")
 
 
 def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
@@ -258,7 +274,7 @@ def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
     corpus, seed = config.corpora[cell.corpus], config.training.seed
     splits = load_corpus(corpus, seed)
     train_docs = splits.training_sample(corpus, seed)
-    run_dir = Path(config.output_dir) / "runs" / cell.name.replace("/", "-")
+    run_dir = cell_dir(config, cell)
     stock = cell.method in STOCK_METHODS
     logger.info("%s: %d training, %d dev, %d test documents", cell.name, len(train_docs), len(splits.dev),
                 len(splits.test))
@@ -272,15 +288,13 @@ def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
             run_dir.parent.rmdir()
     relations = bool(splits.schema.relations) and not stock
     best = next((e["metrics"] for e in result.history if e["epoch"] == result.best_epoch), {})
-    dev = {"concept_strict_f1": best.get("strict_f1"), "concept_lenient_f1": best.get("lenient_f1"),
-           "relation_strict_f1": best.get("relation_strict_f1"), "relation_lenient_f1": best.get("relation_lenient_f1")}
     row = {"cell": cell.name, "corpus": cell.corpus, "backbone": Path(cell.backbone).name, "method": cell.method,
            "stock": stock}
-    for score in SCORES:
-        kind, mode = ("concepts" if score.startswith("concept") else "relations"), score.split("_")[1]
-        keep = relations or kind == "concepts"
-        row[score] = scores[kind][mode]["micro"]["f1"] if keep else None
-        row[f"dev_{score}"] = dev[score] if keep else None
+    for score, metric in SCORES.items():
+        kind, mode = score.split("_")[:2]
+        scored = relations or kind == "concept"
+        row[score] = scores[f"{kind}s"][mode]["micro"]["f1"] if scored else None
+        row[f"dev_{score}"] = best.get(metric) if scored else None
     row.update({
         "epochs_run": len(result.history), "best_epoch": result.best_epoch, "epoch_cap": training.epochs,
         "wall_minutes": round((time.perf_counter() - started) / 60, 2),
@@ -288,7 +302,8 @@ def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
         "tokens_per_second": round(result.tokens_per_second or 0.0, 1),
         "peak_memory_mib": round(runs.peak_memory_bytes() / 2**20), "trainable_parameters": trainable,
         "train_documents": len(train_docs), "dev_documents": len(splits.dev), "test_documents": len(splits.test),
-        "settings": {"training": dataclasses.asdict(training), "method": dataclasses.asdict(config.methods[cell.method])},
+        "settings": {"training": dataclasses.asdict(training),
+                     "method": dataclasses.asdict(config.methods[cell.method])},
         "git_revision": git_revision(SCRIPT.parent),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
@@ -402,6 +417,8 @@ def run_grid(config: QualityBenchmark, args: argparse.Namespace) -> int:
             logger.info("%s: finished in an earlier sitting", cell.name)
         elif not args.table_only:
             logger.info("%s: training", cell.name)
+            if args.redo:  # new settings: no resuming from the checkpoints of earlier ones
+                shutil.rmtree(cell_dir(config, cell), ignore_errors=True)
             if run_child(cell, args) != 0:
                 failed.append(cell.name)
                 reasons[cell.name] = "failed in the last sitting (see its log)"

@@ -110,9 +110,9 @@ def bar_plot(path: str | os.PathLike, groups: Sequence[str], bars: Mapping[str, 
         axes.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
         axes.set(ylabel=ylabel, title=title)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
 
-    save_figure(path, draw, size=(max(7, 1.2 * len(groups)), 4.5))
+    save_figure(path, draw, size=(max(7, 1.2 * len(groups)) + 2, 4.5))
 
 
 def scatter_plot(path: str | os.PathLike, series: Mapping[str, Sequence[tuple[float, float, str]]], *,
