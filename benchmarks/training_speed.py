@@ -38,6 +38,7 @@ from clinical_prompt.backbone import enable_activation_checkpointing, resolve_ba
 from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
 from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_attention
 from clinical_prompt.quantization import quantize_backbone
+from stock_peers import StockTagger
 
 LABELS = 3
 METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing")
@@ -85,33 +86,20 @@ class PromptTagger(nn.Module):
         head = nn.Linear(backbone.config.hidden_size, LABELS, device=backbone.get_input_embeddings().weight.device)
         self.encoder = PromptedEncoder(backbone.requires_grad_(False), config, head)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> dict[str, Tensor]:
         logits = self.encoder.heads(self.encoder(input_ids, attention_mask))
-        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
-
-
-class StockLoss(nn.Module):
-    """A transformers (or PEFT) token classifier; ``virtual_tokens`` label columns of -100 are prepended for PEFT."""
-
-    def __init__(self, model: nn.Module, virtual_tokens: int = 0) -> None:
-        super().__init__()
-        self.model, self.virtual_tokens = model, virtual_tokens
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
-        padding = labels.new_full((labels.shape[0], self.virtual_tokens), -100)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                          labels=torch.cat([padding, labels], dim=1)).loss
+        return {"loss": nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())}
 
 
 def build(method: str, base: Base, prompt_tokens: int) -> nn.Module:
-    """The model of ``method`` on ``base``; its ``forward(**batch)`` returns the loss."""
+    """The model of ``method`` on ``base``; its ``forward(**batch)`` returns a dict with the loss."""
     if method == "full-fine-tuning":
-        return StockLoss(base.stock_tagger())
+        return StockTagger(base.stock_tagger())
     if method == "peft-prompt-tuning":
         from peft import PromptTuningConfig, TaskType, get_peft_model
 
         peft_config = PromptTuningConfig(task_type=TaskType.TOKEN_CLS, num_virtual_tokens=prompt_tokens)
-        return StockLoss(get_peft_model(base.stock_tagger(), peft_config), virtual_tokens=prompt_tokens)
+        return StockTagger(get_peft_model(base.stock_tagger(), peft_config), virtual_tokens=prompt_tokens)
     depth = "input" if method == "ours-input" else "deep"
     backbone = base.encoder("eager" if method == "ours-deep-eager" else "sdpa")
     if method.endswith("-4bit") or method.endswith("-8bit"):
@@ -142,7 +130,7 @@ def timed_steps(
             _synchronize(device)
             started = time.perf_counter()
         with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            loss = model(**batch)
+            loss = model(**batch)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

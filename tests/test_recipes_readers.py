@@ -1,7 +1,6 @@
 """Corpus readers for ADE-Corpus-V2 and PsyTAR, and the train/test splits the recipes and benchmarks share."""
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -112,12 +111,3 @@ def test_test_documents_samples_a_test_folder_reproducibly():
     _, b = load_split(schema, None, "bundled:maccrobat2020", test_documents=5, seed=1)
     _, c = load_split(schema, None, "bundled:maccrobat2020", test_documents=5, seed=2)
     assert [d.doc_id for d in a] == [d.doc_id for d in b] != [d.doc_id for d in c]
-
-
-def test_the_benchmark_uses_the_library_split():
-    spec = importlib.util.spec_from_file_location("strategies_benchmark", REPO / "benchmarks" / "strategies.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    train, test = benchmark.load_split("maccrobat", benchmark.corpus_schema("maccrobat"))
-    ordered = sorted(d.doc_id for d in read_documents("bundled:maccrobat2020"))
-    assert [d.doc_id for d in train] == ordered[:150] and [d.doc_id for d in test] == ordered[150:]

@@ -263,8 +263,9 @@ RECIPES: dict[str, type] = {
 
 
 def load_config(recipe: str | type[C], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> C:
-    """The config of ``recipe`` (a name in :data:`RECIPES` or a recipe class) from the YAML file at ``path`` (or
-    the defaults) with ``key=value`` ``overrides`` applied; raises :class:`ConfigError` on any problem."""
+    """The config of ``recipe`` (a name in :data:`RECIPES` or a config dataclass of the same kind, whose ``check()``
+    raises :class:`ConfigError` on a problem across fields) from the YAML file at ``path`` (or the defaults) with
+    ``key=value`` ``overrides`` applied; raises :class:`ConfigError` on any problem."""
     cls = RECIPES[recipe] if isinstance(recipe, str) else recipe
     source = str(path) if path is not None else None
     data: Any = {}
@@ -467,7 +468,11 @@ def _strategies(configured: list[str], model: ModelConfig) -> list[str]:
 
 
 def check_recipe(config: Any) -> None:
-    """The checks of a recipe that involve several fields or sections."""
+    """The checks of a recipe that involve several fields or sections; a config class not in :data:`RECIPES` (a
+    benchmark's own) runs its ``check()`` method instead."""
+    if type(config) not in RECIPES.values():
+        config.check()
+        return
     if isinstance(config, (EvaluateRecipe, ExtractRecipe)):
         _positive(config.batch_size, "batch_size", allow_none=False)
         model = Path(config.model_dir)

@@ -7,7 +7,7 @@ import io
 import math
 import os
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from clinical_prompt.atomic import write_bytes, write_text
@@ -98,19 +98,21 @@ def line_plot(path: str | os.PathLike, series: Mapping[str, Sequence[tuple[float
 
 
 def bar_plot(path: str | os.PathLike, groups: Sequence[str], bars: Mapping[str, Sequence[float]], *,
-             ylabel: str, title: str) -> None:
-    """Grouped bars: for each name in ``bars`` one bar per group (its values in ``groups`` order)."""
+             ylabel: str, title: str, hatched: Collection[str] = ()) -> None:
+    """Grouped bars: for each name in ``bars`` one bar per group (its values in ``groups`` order; NaN draws none),
+    the bars of the names in ``hatched`` hatched (e.g. the reference methods)."""
     def draw(axes: Any) -> None:
         width = 0.8 / max(len(bars), 1)
         for i, (name, values) in enumerate(bars.items()):
             positions = [g + (i - (len(bars) - 1) / 2) * width for g in range(len(groups))]
-            axes.bar(positions, values, width, label=name)
+            axes.bar(positions, values, width, label=name, hatch="//" if name in hatched else None,
+                     edgecolor="white" if name in hatched else None)
         axes.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
         axes.set(ylabel=ylabel, title=title)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
 
-    save_figure(path, draw, size=(max(7, 1.2 * len(groups)), 4.5))
+    save_figure(path, draw, size=(max(7, 1.2 * len(groups)) + 2, 4.5))
 
 
 def scatter_plot(path: str | os.PathLike, series: Mapping[str, Sequence[tuple[float, float, str]]], *,
