@@ -160,7 +160,10 @@ def documents(count: int, characters: int | None) -> list[Document]:
     corpus = sorted(read_corpus(BUNDLED_CORPUS, collect_problems=True).documents, key=lambda d: d.doc_id)
     if count > len(corpus):
         raise SystemExit(f"--documents {count}: the bundled corpus holds {len(corpus)}")
-    cut = lambda text: text if characters is None or len(text) <= characters else text[: text.rfind(" ", 0, characters)]
+
+    def cut(text: str) -> str:
+        return text if characters is None or len(text) <= characters else text[: text.rfind(" ", 0, characters)]
+
     return [Document(doc.doc_id, cut(doc.text)) for doc in corpus[:count]]
 
 
@@ -206,8 +209,9 @@ def speed(args: argparse.Namespace) -> dict:
             names = [f"adapter-{i % count}" for i in range(len(docs))]
             mixed, single = [], []
             for _ in range(args.repeats):
-                mixed.append(timed(lambda: bank.extract(docs, names, batch_size=args.batch_size), args.device))
-                single.append(timed(lambda: per_adapter(bank, docs, names, args.batch_size), args.device))
+                mixed.append(timed(lambda names=names: bank.extract(docs, names, batch_size=args.batch_size),
+                                   args.device))
+                single.append(timed(lambda names=names: per_adapter(bank, docs, names, args.batch_size), args.device))
             row = {"adapters": count, "mixed_docs_per_s": len(docs) / min(mixed),
                    "per_adapter_docs_per_s": len(docs) / min(single)}
             row["ratio"] = row["mixed_docs_per_s"] / row["per_adapter_docs_per_s"]

@@ -25,10 +25,10 @@ from pathlib import Path
 import peft
 import torch
 import transformers
+from training_speed import Base, build, print_table, random_batch, timed_steps, trainable_parameters
 from transformers import AutoConfig
 
 from clinical_prompt.atomic import write_json
-from training_speed import Base, build, print_table, random_batch, timed_steps, trainable_parameters
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 BATCH = {"345m": 32, "3.9b": 8, "8.9b": 4}

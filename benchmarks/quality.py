@@ -26,12 +26,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import torch
+from stock_peers import STOCK_METHODS, STOCK_TRAINED_PARTS, StockPeer
 
 from clinical_prompt.atomic import write_text
 from clinical_prompt.backbone import backbone_problem, resolve_backbone
@@ -45,13 +46,18 @@ from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.readers import FORMATS, resolve_corpus_path
 from clinical_prompt.recipes import runs
 from clinical_prompt.recipes.config import (
-    ConfigError, ModelConfig, PromptSection, TrainingSection, check_model, config_to_yaml, load_config,
+    ConfigError,
+    ModelConfig,
+    PromptSection,
+    TrainingSection,
+    check_model,
+    config_to_yaml,
+    load_config,
 )
 from clinical_prompt.recipes.metadata import finished, git_revision, path_checksums, run_metadata, write_run_metadata
 from clinical_prompt.recipes.tables import bar_plot, markdown_table, write_csv
 from clinical_prompt.schema import SchemaError, load_schema
 from clinical_prompt.training import TrainingConfig, TrainingResult, train
-from stock_peers import STOCK_METHODS, STOCK_TRAINED_PARTS, StockPeer
 
 SCRIPT = Path(__file__).resolve()
 METHODS = (*STRATEGIES, *STOCK_METHODS)
@@ -305,7 +311,7 @@ def run_cell(config: QualityBenchmark, cell: Cell) -> dict[str, Any]:
         "settings": {"training": dataclasses.asdict(training),
                      "method": dataclasses.asdict(config.methods[cell.method])},
         "git_revision": git_revision(SCRIPT.parent),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     return row
 

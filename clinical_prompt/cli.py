@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("directory", help="a directory written by save_pretrained")
     card.add_argument("--metrics", help="the evaluate --json file to put in the card")
     card.add_argument("--license", default="other")
-    card.add_argument("--repo-id", type=_repo_id, help="the hub repository ORG/NAME it will be pushed to (its usage snippet loads it)")
+    card.add_argument("--repo-id", type=_repo_id,
+                      help="the hub repository ORG/NAME it will be pushed to (its usage snippet loads it)")
     card.set_defaults(run=_card)
 
     push = commands.add_parser("push", help="upload a saved extractor and its model card to the Hugging Face Hub")

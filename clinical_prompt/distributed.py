@@ -30,7 +30,9 @@ class GatheredPredictions:
     per_process: list[int]
 
 
-def extract_documents(extractor: Extractor, documents: Sequence[Document], *, batch_size: int = 32) -> GatheredPredictions:
+def extract_documents(
+    extractor: Extractor, documents: Sequence[Document], *, batch_size: int = 32
+) -> GatheredPredictions:
     """``extractor.extract`` over ``documents``, sharded by process when several run (see the module docstring)."""
     state = process_state()
     if state.num_processes == 1:

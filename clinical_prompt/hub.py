@@ -18,8 +18,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import httpx, validate_repo_id
 
-from clinical_prompt.layout import BACKBONE_DIR, CARD_FILE, LAYOUT, PICKLE_SUFFIXES, read_extractor_meta
 from clinical_prompt.errors import ClinicalPromptError
+from clinical_prompt.layout import BACKBONE_DIR, CARD_FILE, LAYOUT, PICKLE_SUFFIXES, read_extractor_meta
 
 __all__ = ["PushError", "files_to_push", "push_to_hub"]
 
@@ -60,7 +60,9 @@ def files_to_push(directory: str | os.PathLike) -> dict[str, bytes]:
     directory = Path(directory)
     read_extractor_meta(directory)  # a saved extractor, or ExtractorFormatError
     if not (directory / CARD_FILE).is_file():
-        raise PushError(f"{directory / CARD_FILE}: missing; write the model card first: clinical-prompt card {directory}")
+        raise PushError(
+            f"{directory / CARD_FILE}: missing; write the model card first: clinical-prompt card {directory}"
+        )
     files: dict[str, bytes] = {}
     strays: list[str] = []
     for root, folders, names in os.walk(directory):

@@ -174,5 +174,7 @@ def saved_backbone(directory: Path) -> Path:
                 f"{', '.join(pickles)}: pickle weights are never loaded (unpickling can run code); save the backbone "
                 "with safe_serialization=True"
             )
-        raise AdapterFormatError(f"{folder}: holds no model.safetensors; is this a directory written by save_pretrained?")
+        raise AdapterFormatError(
+            f"{folder}: holds no model.safetensors; is this a directory written by save_pretrained?"
+        )
     return folder

@@ -25,9 +25,9 @@ class QuickstartConfig:
     schema: str = BUNDLED_SCHEMA
     backbone: str = "minilm"
     strategy: str = "soft-prompt-frozen"
-    train_documents: int = 30
+    train_documents: int = 60
     test_documents: int = 20
-    epochs: int = 4
+    epochs: int = 3
     max_length: int = 128
     negative_ratio: float = 1.0
     batch_size: int = 16

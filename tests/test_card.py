@@ -12,12 +12,12 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from clinical_prompt.brat import Document, Entity, Relation
-from conftest import MEDICATION_VOCAB, medication_schema, save_tiny_bert
 from clinical_prompt.card import MINILM_HUB_ID, TEMPLATE, render_card, training_data_summary, write_card
 from clinical_prompt.cli import main
 from clinical_prompt.evaluation.n2c2 import evaluate_documents
 from clinical_prompt.extractors import ExtractorFormatError, build_extractor
 from clinical_prompt.prompts import ClinicalPromptConfig
+from conftest import MEDICATION_VOCAB, medication_schema, save_tiny_bert
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = medication_schema()

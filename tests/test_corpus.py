@@ -226,7 +226,9 @@ def test_concept_examples_soft_prompt_and_windows(tokenizer):
     doc = _doc()
     rows = build_concept_examples([doc], tokenizer, SCHEMA, max_length=24, prompt="soft", num_virtual_tokens=8)
     assert all(len(r["input_ids"]) <= 24 - 8 for r in rows)
-    assert all(r["input_ids"][0] == tokenizer.cls_token_id and r["token_type_ids"] == [0] * len(r["input_ids"]) for r in rows)
+    assert all(
+        r["input_ids"][0] == tokenizer.cls_token_id and r["token_type_ids"] == [0] * len(r["input_ids"]) for r in rows
+    )
     assert len({r["example_id"] for r in rows}) == len(rows) > 2
     found = {(r["type"], doc.text[s:e]) for r in rows for s, e in _decoded(r)}
     assert found == {("Drug", "aspirin"), ("Drug", "metoprolol"), ("Strength", "10mg"), ("Strength", "25 mg")}
@@ -238,7 +240,8 @@ def test_concept_examples_soft_prompt_and_windows(tokenizer):
 def test_relation_examples_hard_prompt_cross_sentence(tokenizer):
     doc = _doc()
     rows = build_relation_examples([doc], tokenizer, SCHEMA, max_length=64)
-    assert [(r["head_id"], r["type"], r["prompt_id"]) for r in rows] == [("T1", "Strength-Drug", 2), ("T3", "Strength-Drug", 2)]
+    assert [(r["head_id"], r["type"], r["prompt_id"]) for r in rows] == [
+        ("T1", "Strength-Drug", 2), ("T3", "Strength-Drug", 2)]
     aspirin, metoprolol = rows
     sep = aspirin["input_ids"].index(tokenizer.sep_token_id)
     query = tokenizer.convert_ids_to_tokens(aspirin["input_ids"][1:sep])
@@ -311,7 +314,8 @@ def test_any_fast_tokenizer_layout(bpe_tokenizer):
 
 
 def test_alignment_report_classifies_every_loss(tokenizer):
-    text = "Gave aspirin 10mg daily.\nFever and chills resolved after heparin and rest.\nSpan of many words that is far too long."
+    text = ("Gave aspirin 10mg daily.\nFever and chills resolved after heparin and rest.\n"
+            "Span of many words that is far too long.")
     heparin, rest = text.index("heparin"), text.index("rest")
     entities = [
         _entity(text, "T1", "Drug", "aspirin"),

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document
+from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors import (
     DocumentPredictions,
     ExtractorFormatError,
@@ -24,11 +25,10 @@ from clinical_prompt.extractors import (
     load_extractor,
 )
 from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, sample_negatives
-from conftest import save_tiny_bert
-from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
+from conftest import save_tiny_bert
 
 MRC_STRATEGIES = ("hard-prompt", "soft-prompt", "soft-prompt-frozen")
 DRUGS = ("aspirin", "heparin", "insulin", "warfarin", "ibuprofen", "metformin")

@@ -201,7 +201,8 @@ def test_a_pickle_is_refused(hub, originals, tmp_path: Path) -> None:
 
 def test_a_missing_card_is_refused_with_the_command_that_writes_it(hub, adapter: Path) -> None:
     (adapter / "README.md").unlink()
-    refused(hub, adapter, rf"README.md: missing; write the model card first: clinical-prompt card {re.escape(str(adapter))}")
+    refused(hub, adapter,
+            rf"README.md: missing; write the model card first: clinical-prompt card {re.escape(str(adapter))}")
 
 
 def test_an_invalid_repo_id_is_refused(hub, adapter: Path, capsys) -> None:

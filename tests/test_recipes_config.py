@@ -104,7 +104,8 @@ def test_a_wrong_type_inside_a_list_names_the_item():
 @pytest.mark.parametrize(("recipe", "config", "override", "message"), [
     ("train", TINY_TRAIN, "model.strategy=soft",
      r"model\.strategy: 'soft' is not allowed; allowed values: finetune, hard-prompt, soft-prompt, soft-prompt-frozen"),
-    ("train", TINY_TRAIN, "prompt.depth=shallow", r"prompt\.depth: 'shallow' is not allowed; allowed values: input, deep"),
+    ("train", TINY_TRAIN, "prompt.depth=shallow",
+     r"prompt\.depth: 'shallow' is not allowed; allowed values: input, deep"),
     ("train", TINY_TRAIN, "data.format=csv", r"allowed values: brat, ade-corpus-v2, psytar-conll"),
     ("train", TINY_TRAIN, "model.quantization=int4",
      r"model\.quantization: 'int4' is not allowed; allowed values: 8bit, 4bit"),

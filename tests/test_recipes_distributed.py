@@ -90,4 +90,5 @@ def test_two_cpu_processes_reach_the_metrics_of_one(synthetic, tmp_path, monkeyp
     assert metrics[0]["concepts"]["strict"]["micro"]["f1"] > 0.3  # a model that learned something, on both sides
     assert double["outputs"]["train_loss"] == pytest.approx(single["outputs"]["train_loss"], rel=1e-5)
     assert double["outputs"]["best_epoch"] == single["outputs"]["best_epoch"]
-    assert sorted(p.name for p in (two / "predictions").iterdir()) == sorted(p.name for p in (one / "predictions").iterdir())
+    assert (sorted(p.name for p in (two / "predictions").iterdir())
+            == sorted(p.name for p in (one / "predictions").iterdir()))

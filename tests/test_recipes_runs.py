@@ -14,10 +14,10 @@ import yaml
 
 from clinical_prompt.brat import read_corpus
 from clinical_prompt.cli import main
+from clinical_prompt.readers import resolve_corpus_path
 from clinical_prompt.recipes import load_config
 from clinical_prompt.recipes.cli import main as recipe_main
 from clinical_prompt.recipes.metadata import path_checksums
-from clinical_prompt.readers import resolve_corpus_path
 from clinical_prompt.recipes.runs import load_splits
 from clinical_prompt.schema import load_schema
 
@@ -94,7 +94,8 @@ def test_train_then_evaluate_and_extract_the_saved_model(tmp_path, tiny_backbone
     assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text()) == metrics  # the saved model reloads
 
     assert recipe_main("extract", ["--config", str(CONFIGS / "extract-maccrobat.yaml"), f"model_dir={model}",
-                                   f"input={gold}", f"output_dir={tmp_path / 'extract'}", f"backbone={tiny_backbone}"]) == 0
+                                   f"input={gold}", f"output_dir={tmp_path / 'extract'}",
+                                   f"backbone={tiny_backbone}"]) == 0
     for ann in (tmp_path / "train" / "predictions").glob("*.ann"):
         assert (tmp_path / "extract" / ann.name).read_text() == ann.read_text()
     assert json.loads((tmp_path / "extract" / "run.json").read_text())["outputs"]["documents"] == 2
@@ -109,9 +110,11 @@ def test_fewshot_writes_runs_summary_table_and_learning_curve(tmp_path, tiny_bac
     assert all(r["unit"] == "sentences" and 0 <= float(r["concept_strict_f1"]) <= 1 for r in every)
     summary = rows(output / "results.csv")
     assert [(r["strategy"], r["size"], r["runs"]) for r in summary] == [
-        ("soft-prompt-frozen", "4", "2"), ("finetune", "4", "2"), ("soft-prompt-frozen", "8", "2"), ("finetune", "8", "2")]
+        ("soft-prompt-frozen", "4", "2"), ("finetune", "4", "2"),
+        ("soft-prompt-frozen", "8", "2"), ("finetune", "8", "2")]
     for r in summary:
-        runs = [float(x["concept_strict_f1"]) for x in every if (x["strategy"], x["size"]) == (r["strategy"], r["size"])]
+        runs = [float(x["concept_strict_f1"]) for x in every
+                if (x["strategy"], x["size"]) == (r["strategy"], r["size"])]
         assert float(r["concept_strict_f1"]) == pytest.approx(sum(runs) / 2)
     table = (output / "results.md").read_text().splitlines()
     assert table[0].startswith("| strategy | training sentences | runs | concept strict F1") and len(table) == 6

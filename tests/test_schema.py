@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from clinical_prompt.brat import (
-    Attribute, Document, Entity, Event, Relation, read_corpus, read_document, write_document
+    Attribute,
+    Document,
+    Entity,
+    Event,
+    Relation,
+    read_corpus,
+    read_document,
+    write_document,
 )
 from clinical_prompt.schema import SchemaError, TaskSchema, builtin_schemas, fold_labels, load_schema
 

@@ -136,7 +136,8 @@ def test_pair_rows_mark_both_mentions_and_carry_the_gold_relation(tiny_backbone:
             first, last = tokens.overlapping(entity.start, entity.end)
             begin = marker + len(opening)
             assert row["input_ids"][marker : begin] == opening
-            assert list(row["offset_mapping"][begin : begin + last - first + 1]) == list(tokens.offsets[first : last + 1])
+            assert (list(row["offset_mapping"][begin : begin + last - first + 1])
+                    == list(tokens.offsets[first : last + 1]))
         context = [tuple(o) for o in row["offset_mapping"] if o[1] > o[0]]
         assert context == [o for o in tokens.offsets if row["window_start"] <= o[0] < row["window_end"]]
     assert sum(row["relation_label"] for row in rows) == 3

@@ -53,7 +53,9 @@ class _Layout:
         self.num_special = sum(1 for _, sequence, _ in self.items if sequence is None)
         self.with_type_ids = "token_type_ids" in tokenizer.model_input_names
 
-    def build(self, sequences: Sequence[Sequence[int]], segment: Sequence[int] | None) -> tuple[list[int], list[int], int]:
+    def build(
+        self, sequences: Sequence[Sequence[int]], segment: Sequence[int] | None
+    ) -> tuple[list[int], list[int], int]:
         """Input ids and token type ids of ``sequences`` joined with special tokens, and the position of
         the last sequence (the context); ``segment`` (0/1 per context token) is added to its type ids."""
         ids: list[int] = []
@@ -90,7 +92,8 @@ class _Context:
             return None
         index = token - self.window.token_start
         if self.marked is not None:
-            index += self.marker_lengths[0] * (token >= self.marked[0]) + self.marker_lengths[1] * (token > self.marked[1])
+            index += (self.marker_lengths[0] * (token >= self.marked[0])
+                      + self.marker_lengths[1] * (token > self.marked[1]))
         return index
 
 
@@ -129,7 +132,7 @@ def _mrc_row(layout: _Layout, context: _Context, query: Sequence[int] | None, sp
     starts = [0 if end > begin else IGNORE for begin, end in row["offset_mapping"]]
     ends = list(starts)
     positions = {(context.index(first), context.index(last)) for first, last in spans}
-    span_labels = sorted((start + f, start + l) for f, l in positions if f is not None and l is not None)
+    span_labels = sorted((start + f, start + e) for f, e in positions if f is not None and e is not None)
     for first, last in span_labels:
         starts[first] = ends[last] = 1
     return {**row, "start_labels": starts, "end_labels": ends, "span_labels": [list(s) for s in span_labels]}
@@ -166,7 +169,9 @@ def _budget(max_length: int, *reserved: int) -> int:
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    return tokenizer(
+        texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+    )["input_ids"]
 
 
 def build_concept_examples(
@@ -197,7 +202,9 @@ def build_concept_examples(
                     "doc_id": doc.doc_id,
                     "type": concept.name,
                     "prompt_id": prompt_id,
-                    **_mrc_row(layout, context, query, [s for _, s in aligned.in_window(window, by_type[concept.name])]),
+                    **_mrc_row(
+                        layout, context, query, [s for _, s in aligned.in_window(window, by_type[concept.name])]
+                    ),
                 })
     return rows
 

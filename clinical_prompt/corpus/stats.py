@@ -44,7 +44,9 @@ def _table(title: str, counts: Counter[str]) -> list[str]:
         return [f"{title}: none"]
     width = max(len(name) for name in counts)
     lines = [f"{title}: {sum(counts.values()):,} in {len(counts)} types"]
-    lines += [f"  {name:<{width}}  {count:>8,}" for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += [
+        f"  {name:<{width}}  {count:>8,}" for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     return lines
 
 

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 from safetensors.torch import save
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import load_backbone, load_tokenizer, public_model_id

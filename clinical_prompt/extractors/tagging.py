@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import safetensors.torch
+import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
@@ -43,8 +43,7 @@ from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import DEFAULT_BACKBONE, load_backbone, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document, Entity
 from clinical_prompt.corpus import bio_label_names, build_bio_examples, token_span_to_char_span, tokenize_text
-from clinical_prompt.corpus.alignment import snap_to_words
-from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan
+from clinical_prompt.corpus.alignment import TokenizedText, TokenSpan, snap_to_words
 from clinical_prompt.corpus.windows import Window, document_units, unit_index, window_around
 from clinical_prompt.extractors.base import (
     DocumentPredictions,

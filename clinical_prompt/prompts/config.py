@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from peft import PromptTuningConfig, TaskType
 
@@ -138,7 +138,7 @@ class ClinicalPromptConfig(PromptTuningConfig):
         default="none",
         metadata={"help": "'none', 'mlp' or 'lstm'; trained through and materialized into the saved tables"},
     )
-    encoder_hidden_size: Optional[int] = field(
+    encoder_hidden_size: int | None = field(
         default=None,
         metadata={"help": "Bottleneck of the MLP or hidden size of the LSTM (default: the base hidden size)"},
     )
@@ -146,17 +146,17 @@ class ClinicalPromptConfig(PromptTuningConfig):
         default="random",
         metadata={"help": "'random', 'vocab' (random vocabulary embeddings) or 'query' (the block's query text)"},
     )
-    prompt_init_texts: Optional[dict[str, str]] = field(
+    prompt_init_texts: dict[str, str] | None = field(
         default=None, metadata={"help": "Query text per prompt block, used with prompt_init='query'"}
     )
     prompt_dropout: float = field(default=0.0, metadata={"help": "Dropout on the prompt vectors during training"})
-    base_model_type: Optional[str] = field(
+    base_model_type: str | None = field(
         default=None, metadata={"help": "model_type of the base model the adapter was trained on"}
     )
-    vocab_size: Optional[int] = field(
+    vocab_size: int | None = field(
         default=None, metadata={"help": "Vocabulary size of the base model the adapter was trained on"}
     )
-    task_type: Optional[Union[str, TaskType]] = field(
+    task_type: str | TaskType | None = field(
         default=TaskType.TOKEN_CLS, metadata={"help": "PEFT task type: token-level span scores (TOKEN_CLS)"}
     )
 

@@ -182,7 +182,9 @@ class PromptedEncoder(nn.Module):
                 )
         config = copy.deepcopy(self.config)
         config.inference_mode = True
-        config.base_model_name_or_path = base_model_id or public_model_id(getattr(self.backbone.config, "_name_or_path", None))
+        config.base_model_name_or_path = base_model_id or public_model_id(
+            getattr(self.backbone.config, "_name_or_path", None)
+        )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_bytes(directory / WEIGHTS_NAME, save(self.adapter_tensors(), metadata={"format": "pt"}))

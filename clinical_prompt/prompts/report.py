@@ -74,7 +74,8 @@ def format_size_table(config_of_base: Any, prompt_blocks: list[str], num_virtual
             )
             size = adapter_size_for(config_of_base, prompt_config)
             lines.append(
-                f"{depth:<6} {reparameterization:<8} {size['trainable_parameters']:>12,} {size['total_parameters']:>14,}"
-                f" {size['trainable_share']:>7.2%} {size['adapter_bytes'] / 2**20:>12.2f}"
+                f"{depth:<6} {reparameterization:<8} {size['trainable_parameters']:>12,}"
+                f" {size['total_parameters']:>14,} {size['trainable_share']:>7.2%}"
+                f" {size['adapter_bytes'] / 2**20:>12.2f}"
             )
     return "\n".join(lines)

@@ -57,7 +57,9 @@ def read_psytar_conll(path: str | os.PathLike) -> list[Document]:
             fields = line.split("\t")
             tag = fields[-1]
             if len(fields) != 2 or not fields[0].strip() or not (tag == "O" or tag[:2] in ("B-", "I-") and tag[2:]):
-                raise BratFormatError(str(path), number, "malformed CoNLL line", "expected token<TAB>O, B-TYPE or I-TYPE")
+                raise BratFormatError(
+                    str(path), number, "malformed CoNLL line", "expected token<TAB>O, B-TYPE or I-TYPE"
+                )
             tokens.append((fields[0], tag))
     flush()
     return documents

@@ -13,7 +13,15 @@ from typing import Any
 from clinical_prompt.atomic import write_text
 from clinical_prompt.backbone import backbone_problem
 from clinical_prompt.recipes.config import CompareRecipe
-from clinical_prompt.recipes.runs import SCORE_COLUMNS, begin_run, end_run, is_main_process, load_splits, logger, run_cell
+from clinical_prompt.recipes.runs import (
+    SCORE_COLUMNS,
+    begin_run,
+    end_run,
+    is_main_process,
+    load_splits,
+    logger,
+    run_cell,
+)
 from clinical_prompt.recipes.tables import bar_plot, markdown_table, write_csv
 
 COLUMNS = ("corpus", "backbone", "strategy", "train_documents", "test_documents", *SCORE_COLUMNS, "epochs_run",

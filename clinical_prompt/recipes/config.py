@@ -431,7 +431,9 @@ def check_data(data: DataConfig, key: str, *, needs_train: bool = True) -> None:
         raise ConfigError(f"{key}.schema", str(error)) from None
 
 
-def check_model(model: ModelConfig, prompt: PromptSection, training: TrainingSection, strategies: Sequence[str]) -> None:
+def check_model(
+    model: ModelConfig, prompt: PromptSection, training: TrainingSection, strategies: Sequence[str]
+) -> None:
     """Row, prompt and training values that the library would refuse later, refused now."""
     _positive(model.max_length, "model.max_length", allow_none=False)
     if model.negative_ratio is not None and model.negative_ratio < 0:
@@ -496,14 +498,18 @@ def check_recipe(config: Any) -> None:
     if isinstance(config, ShapeRecipe):
         strategies = _strategies(config.shape.strategies, config.model)
         if strategies[0] not in SOFT_STRATEGIES:
-            raise ConfigError("model.strategy", f"the shape study needs a soft prompt: one of {', '.join(SOFT_STRATEGIES)}")
+            raise ConfigError(
+                "model.strategy", f"the shape study needs a soft prompt: one of {', '.join(SOFT_STRATEGIES)}"
+            )
         for i, length in enumerate(config.shape.num_virtual_tokens):
             _positive(length, f"shape.num_virtual_tokens[{i}]", allow_none=False)
     if isinstance(config, TransferRecipe):
         check_data(config.source, "source")
         check_data(config.target, "target", needs_train=False)
         if config.target.train is None and config.target.test is None:
-            raise ConfigError("target.test", "required: the target corpus's documents (or target.train to hold out from)")
+            raise ConfigError(
+                "target.test", "required: the target corpus's documents (or target.train to hold out from)"
+            )
         _check_same_types(config.source.schema, config.target.schema)
         strategies = _strategies(config.strategies, config.model)
     if isinstance(config, CompareRecipe):

@@ -19,7 +19,13 @@ from clinical_prompt.brat import Document
 from clinical_prompt.corpus import sample_documents, sample_sentences
 from clinical_prompt.recipes.config import ConfigError, FewshotRecipe
 from clinical_prompt.recipes.runs import (
-    SCORE_COLUMNS, begin_run, corpus_name, end_run, is_main_process, load_splits, run_cell,
+    SCORE_COLUMNS,
+    begin_run,
+    corpus_name,
+    end_run,
+    is_main_process,
+    load_splits,
+    run_cell,
 )
 from clinical_prompt.recipes.tables import line_plot, markdown_table, mean_and_spread, with_spread, write_csv
 

@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def run_metadata(recipe: str, config: Any, *, num_processes: int = 1) -> dict[st
         "git_revision": git_revision(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "num_processes": num_processes,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -99,4 +99,4 @@ def write_run_metadata(directory: str | os.PathLike, metadata: dict[str, Any]) -
 
 def finished(metadata: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
     """``metadata`` with the end time and what the run produced (file names, figures; never note text)."""
-    return {**metadata, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "outputs": outputs}
+    return {**metadata, "finished": datetime.now(UTC).isoformat(timespec="seconds"), "outputs": outputs}

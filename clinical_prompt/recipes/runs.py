@@ -132,7 +132,9 @@ def train(extractor: Extractor, train_docs: Sequence[Document], dev_docs: Sequen
     return result
 
 
-def score(extractor: Extractor, documents: Sequence[Document], batch_size: int) -> tuple[dict[str, Any], GatheredPredictions]:
+def score(
+    extractor: Extractor, documents: Sequence[Document], batch_size: int
+) -> tuple[dict[str, Any], GatheredPredictions]:
     """The n2c2 evaluation of ``extractor`` on gold ``documents`` (each predicted once, across processes), and
     the predictions."""
     predictions = extract_documents(extractor, documents, batch_size=batch_size)

@@ -16,8 +16,18 @@ from clinical_prompt.card import training_data_summary, write_card
 from clinical_prompt.evaluation import format_table
 from clinical_prompt.recipes.config import TrainRecipe
 from clinical_prompt.recipes.runs import (
-    begin_run, build, corpus_name, end_run, f1_columns, is_main_process, load_splits, peak_memory_bytes,
-    reset_peak_memory, score, train, trainable_parameters,
+    begin_run,
+    build,
+    corpus_name,
+    end_run,
+    f1_columns,
+    is_main_process,
+    load_splits,
+    peak_memory_bytes,
+    reset_peak_memory,
+    score,
+    train,
+    trainable_parameters,
 )
 
 

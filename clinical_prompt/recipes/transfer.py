@@ -14,7 +14,13 @@ from typing import Any
 from clinical_prompt.atomic import write_text
 from clinical_prompt.recipes.config import TransferRecipe
 from clinical_prompt.recipes.runs import (
-    SCORE_COLUMNS, begin_run, corpus_name, end_run, is_main_process, load_splits, run_cell,
+    SCORE_COLUMNS,
+    begin_run,
+    corpus_name,
+    end_run,
+    is_main_process,
+    load_splits,
+    run_cell,
 )
 from clinical_prompt.recipes.tables import bar_plot, markdown_table, write_csv
 

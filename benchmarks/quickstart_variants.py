@@ -1,0 +1,90 @@
+"""The quickstart's split under other MRC settings: train, then score the held-out notes end to end and the
+relations given the gold entities; one JSON line per run appended to ``--results``.
+
+    OMP_NUM_THREADS=1 python benchmarks/quickstart_variants.py --name pw3 --setting positive_weight=3.0 \
+        --results variants.jsonl
+
+Split as in ``clinical-prompt quickstart``: bundled MACCROBAT (``maccrobat-med``) sorted by name, the last
+``--test`` notes held out, the first ``--train`` notes trained on with a seeded 10% kept for dev (thresholds).
+``--setting NAME=VALUE`` sets an ``MrcSettings`` field (JSON values; bare words are strings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from clinical_prompt.corpus import train_dev_split
+from clinical_prompt.evaluation import evaluate_documents
+from clinical_prompt.extractors import build_extractor
+from clinical_prompt.fit import fit
+from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig
+from clinical_prompt.readers import read_documents
+from clinical_prompt.schema import load_schema
+from clinical_prompt.training import TrainingConfig
+
+
+def setting(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` as ``(name, value)``, the value read as JSON where it is JSON."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def main() -> None:
+    defaults = QuickstartConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--train", type=int, default=defaults.train_documents)
+    parser.add_argument("--test", type=int, default=defaults.test_documents)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--setting", type=setting, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--work-dir", default="benchmark-runs")
+    parser.add_argument("--results", type=Path, required=True)
+    args = parser.parse_args()
+
+    schema = load_schema(BUNDLED_SCHEMA)
+    documents = sorted((schema.map_document(d) for d in read_documents(defaults.corpus)), key=lambda d: d.doc_id)
+    held_out = documents[-args.test:]
+    train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=0.1, seed=defaults.seed)
+    torch.manual_seed(defaults.seed)
+    extractor = build_extractor(defaults.strategy, schema, defaults.backbone, max_length=defaults.max_length,
+                                negative_ratio=defaults.negative_ratio, **dict(args.setting))
+    config = TrainingConfig(output_dir=Path(args.work_dir) / args.name, num_epochs=args.epochs,
+                            per_device_batch_size=defaults.batch_size, seed=defaults.seed, load_best_at_end=False,
+                            eval_every_epoch=False, save_every_epoch=False)
+    started = time.perf_counter()
+    fit(extractor, train_docs, dev_docs, config,
+        learning_rates={"head": defaults.head_lr, "prompt": defaults.prompt_lr})
+    train_seconds = time.perf_counter() - started
+    gold = {d.doc_id: d for d in held_out}
+    end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(held_out)})
+    given_gold = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract_relations(held_out)})
+
+    def f1(result: dict, part: str, mode: str) -> float:
+        return round(result[part][mode]["micro"]["f1"], 3)
+
+    row = {
+        "name": args.name, "train": len(train_docs), "dev": len(dev_docs), "test": len(held_out),
+        "epochs": args.epochs, "settings": dict(args.setting), "train_seconds": round(train_seconds),
+        "threshold": extractor.settings.threshold, "relation_threshold": extractor.settings.relation_threshold,
+        "concept_strict_f1": f1(end_to_end, "concepts", "strict"),
+        "concept_lenient_f1": f1(end_to_end, "concepts", "lenient"),
+        "relation_strict_f1": f1(end_to_end, "relations", "strict"),
+        "relation_given_gold_strict_f1": f1(given_gold, "relations", "strict"),
+        "concept_strict_f1_per_type": {
+            t: round(c["f1"], 3) for t, c in end_to_end["concepts"]["strict"]["per_type"].items()
+        },
+    }
+    print(json.dumps(row))
+    with args.results.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
