@@ -326,7 +326,8 @@ def test_extract_output_is_scored_by_evaluate_as_it_is(site, tmp_path, capsys) -
     assert main(["evaluate", "--gold", str(site["gold"]), "--pred", str(out), "--json", str(tmp_path / "m.json")]) == 0
     assert "strict" in capsys.readouterr().out
     scores = json.loads((tmp_path / "m.json").read_text())
-    assert scores["documents"] == {"gold": 4, "pred": 4, "missing_pred": [], "missing_gold": []}
+    assert scores["documents"] == {"gold": 4, "pred": 4, "scored": 4, "missing": "skip", "missing_pred": [],
+                                   "missing_gold": []}
     predicted = load_extractor(site["adapter"], backbone=str(site["base"])).extract(
         [Document(i, t) for i, t in TEXTS.items()])
     for document in predicted:

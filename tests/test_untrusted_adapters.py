@@ -269,7 +269,7 @@ def test_integer_tensors_are_refused(soft: Path, tiny_backbone: Path) -> None:
     [
         ({"max_length": "32"}, "settings.max_length='32' has type str; expected int"),
         ({"neighbours": 1.5}, "settings.neighbours=1.5 has type float; expected int"),
-        ({"decoding": "greedy"}, "settings.decoding='greedy' has type str; expected 'flat' or 'nested'"),
+        ({"decoding": "greedy"}, "settings.decoding='greedy' has type str; expected 'flat' or 'scored' or 'nested'"),
         ({"threshold": None}, "settings.threshold=None has type NoneType; expected float"),
         ({"shell": "rm"}, r"settings: unknown fields \['shell'\]"),
     ],
