@@ -2,7 +2,6 @@
 hub, and tiny random BERTs and untrained extractors over a synthetic medication schema."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 from clinical_prompt.extractors import build_extractor
 from clinical_prompt.schema import TaskSchema
-from hub_standin import HubStandIn
+from hub_standin import HubStandIn, serving
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # The words of the medication schema's queries, for a tiny WordPiece tokenizer.
@@ -39,12 +38,8 @@ def minilm_path() -> Path:
 def hub(monkeypatch) -> Iterator[HubStandIn]:
     """A local stand-in for the Hugging Face Hub (``hub_standin.py``), serving for one test at ``hub.url``."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    server = HubStandIn()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ import base64
 import hashlib
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -201,3 +204,16 @@ class StandInHandler(BaseHTTPRequestHandler):
         oid = self.server.commit(repo, added, unquote(revision))
         self.reply(200, {"commitUrl": f"{self.server.url}/{repo}/commit/{oid}", "commitOid": oid,
                          "pullRequestUrl": None})
+
+
+@contextmanager
+def serving() -> Iterator[HubStandIn]:
+    """A stand-in hub answering on a background thread until the block ends."""
+    server = HubStandIn()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document
+from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document, write_document
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors import (
     DocumentPredictions,
@@ -97,6 +97,18 @@ def synthetic_document(doc_id: str, rng: random.Random) -> Document:
 def synthetic_corpus(size: int, seed: int) -> list[Document]:
     rng = random.Random(seed)
     return [synthetic_document(f"doc-{seed}-{i}", rng) for i in range(size)]
+
+
+def save_synthetic_site(root: Path, size: int, **bert: int) -> Path:
+    """``root`` holding ``corpus/`` (``size`` synthetic notes in BRAT), ``schema.yaml`` (the synthetic schema mapping
+    the corpus types onto itself) and ``bert/`` (a tiny BERT of the ``bert`` sizes, no dropout); returns ``root``."""
+    for document in synthetic_corpus(size, seed=0):
+        write_document(document, root / "corpus", write_text=True)
+    data = SCHEMA.to_dict() | {"mapping": {"concepts": {"Drug": "Drug", "Dosage": "Dosage"},
+                                           "relations": {"Dosage-Drug": ["Dosage-Drug"]}}}
+    TaskSchema.from_dict(data).save(root / "schema.yaml")
+    save_tiny_bert(root / "bert", VOCAB, **bert, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return root
 
 
 def bare(doc: Document) -> Document:

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from clinical_prompt.extractors import build_extractor, load_extractor
 from clinical_prompt.hub import push_to_hub
 from clinical_prompt.recipes.extract import extract_to_brat
 from conftest import save_tiny_bert
-from hub_standin import TOKEN, HubStandIn
+from hub_standin import TOKEN, HubStandIn, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_REPO, REPO = "org/tiny-bert", "org/site-a"
@@ -65,12 +64,8 @@ def gold(doc_id: str) -> Document:
 @pytest.fixture(scope="module")
 def standin() -> Iterator[HubStandIn]:
     """One stand-in hub for the module."""
-    server = HubStandIn()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,12 +12,10 @@ import pytest
 import torch
 import yaml
 
-from clinical_prompt.brat import write_document
 from clinical_prompt.readers import read_documents
 from clinical_prompt.recipes import ConfigError, load_config
-from clinical_prompt.schema import TaskSchema
-from conftest import SHARED_DATA, save_tiny_bert
-from test_mrc_extractor import SCHEMA, VOCAB, synthetic_corpus
+from conftest import SHARED_DATA
+from test_mrc_extractor import save_synthetic_site, synthetic_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -47,15 +45,8 @@ def in_repository(monkeypatch):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     """Synthetic medication notes in BRAT (the same few drugs and doses repeat), their schema, and a tiny BERT."""
-    root = tmp_path_factory.mktemp("synthetic")
-    for document in synthetic_corpus(8, seed=0):
-        write_document(document, root / "corpus", write_text=True)
-    data = SCHEMA.to_dict() | {"mapping": {"concepts": {"Drug": "Drug", "Dosage": "Dosage"},
-                                           "relations": {"Dosage-Drug": ["Dosage-Drug"]}}}
-    TaskSchema.from_dict(data).save(root / "schema.yaml")
-    save_tiny_bert(root / "bert", VOCAB, hidden_size=64, num_attention_heads=4, max_position_embeddings=512,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return root
+    return save_synthetic_site(
+        tmp_path_factory.mktemp("synthetic"), 8, hidden_size=64, num_attention_heads=4, max_position_embeddings=512)
 
 
 def tiny_config(synthetic: Path, directory: Path) -> Path:

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from clinical_prompt.brat import write_document
 from clinical_prompt.cli import main
 from clinical_prompt.recipes import load_config
 from clinical_prompt.recipes.runs import build, load_splits
-from clinical_prompt.schema import TaskSchema
-from conftest import save_tiny_bert
-from test_mrc_extractor import SCHEMA, VOCAB, synthetic_corpus
+from test_mrc_extractor import save_synthetic_site
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = REPO / "recipes" / "configs" / "tiny-train.yaml"
@@ -32,15 +29,8 @@ TINY_TRAIN = REPO / "recipes" / "configs" / "tiny-train.yaml"
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     """A BRAT corpus of synthetic medication notes, its schema file and a tiny BERT without dropout."""
-    root = tmp_path_factory.mktemp("synthetic")
-    for document in synthetic_corpus(24, seed=0):
-        write_document(document, root / "corpus", write_text=True)
-    data = SCHEMA.to_dict() | {"mapping": {"concepts": {"Drug": "Drug", "Dosage": "Dosage"},
-                                           "relations": {"Dosage-Drug": ["Dosage-Drug"]}}}
-    TaskSchema.from_dict(data).save(root / "schema.yaml")
-    save_tiny_bert(root / "bert", VOCAB, hidden_size=32, num_attention_heads=2, max_position_embeddings=128,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return root
+    return save_synthetic_site(
+        tmp_path_factory.mktemp("synthetic"), 24, hidden_size=32, num_attention_heads=2, max_position_embeddings=128)
 
 
 def free_port() -> int:
