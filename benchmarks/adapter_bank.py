@@ -5,6 +5,7 @@ and schema, saved with ``save_pretrained`` and loaded into the bank as a deploym
 
     OMP_NUM_THREADS=1 python benchmarks/adapter_bank.py memory [--adapters 16]
     OMP_NUM_THREADS=1 python benchmarks/adapter_bank.py speed --adapters 1 4 16 64 --documents 64 --characters 300
+    OMP_NUM_THREADS=1 python benchmarks/adapter_bank.py speed --adapters 16 --deep-from 0 0.5   # shared trunk's gain
     python benchmarks/adapter_bank.py speed --device cuda --shape gatortron-345m --dtype bfloat16 \\
         --max-length 512 --batch-size 32 --json gatortron-345m.json
 
@@ -19,7 +20,9 @@ time on a GPU. Documents/s differ between adapter counts because the adapters' s
 questions; compare the two columns of a line. A ``--shape`` other than ``minilm`` is a random-weight base from
 ``benchmarks/configs/<shape>.json`` (rows are built with the MiniLM tokenizer, whose ids fit those vocabularies);
 deep adapters grow with layers x hidden size (about 0.4 GB in float32 for 3.9B at 32 tokens), so give the 3.9B and
-8.9B shapes ``--adapters 1 4 16``. Span heads use ``--threshold`` 0.9: random heads then predict few spans, so the
+8.9B shapes ``--adapters 1 4 16``. ``--deep-from S [S ...]`` makes every adapter deep, prompts from layer
+``round(S x L)`` (late prompts for S > 0: the bank runs the layers below once per text for all adapters), and runs the
+speed table once per S. Span heads use ``--threshold`` 0.9: random heads then predict few spans, so the
 time is the concept questions'.
 """
 from __future__ import annotations
@@ -78,15 +81,20 @@ def load_base(shape: str, device: str, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def save_adapters(
-    base: torch.nn.Module, tokenizer, count: int, directory: Path, args: argparse.Namespace
+    base: torch.nn.Module, tokenizer, count: int, directory: Path, args: argparse.Namespace,
+    deep_from: float | None = None,
 ) -> list[Path]:
-    """``count`` random adapters on ``base`` (schemas and prompt shapes cycled), each saved in its own folder."""
+    """``count`` random adapters on ``base`` (schemas and prompt shapes cycled), each saved in its own folder; with
+    ``deep_from`` every adapter is deep, its prompts from layer ``round(deep_from x L)``."""
     paths = []
     for index in range(count):
         torch.manual_seed(index)
         schema = SCHEMAS[index % len(SCHEMAS)]
         depth, tokens = SHAPES[index % len(SHAPES)]
-        prompts = mrc_prompt_config(schema, ClinicalPromptConfig(num_virtual_tokens=tokens, depth=depth))
+        start = 0 if deep_from is None else round(deep_from * base.config.num_hidden_layers)
+        shape = ClinicalPromptConfig(num_virtual_tokens=tokens, depth="deep" if deep_from is not None else depth,
+                                     prompt_start_layer=start)
+        prompts = mrc_prompt_config(schema, shape)
         settings = MrcSettings(max_length=args.max_length, threshold=args.threshold)
         head = SpanHead(base.config.hidden_size, settings.head_dropout, max_span_len=settings.max_span_len)
         encoder = PromptedEncoder(base, prompts, head).to(next(base.parameters()).device)
@@ -198,9 +206,24 @@ def speed(args: argparse.Namespace) -> dict:
           f"batches of {args.batch_size} rows, torch threads {torch.get_num_threads()}")
     clock = "CPU" if args.device == "cpu" else "wall"
     print(f"documents per {clock} second, best of {args.repeats}")
+    for deep_from in args.deep_from or [None]:
+        if deep_from is not None:
+            print(f"every adapter deep, prompts from layer {round(deep_from * base.config.num_hidden_layers)}")
+        results += speed_table(args, base, tokenizer, docs, deep_from)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    return {"command": "speed", "shape": args.shape, "device": args.device, "device_name": device_name,
+            "dtype": args.dtype, "documents": len(docs), "characters": args.characters, "max_length": args.max_length,
+            "batch_size": args.batch_size,
+            "threshold": args.threshold, "torch_threads": torch.get_num_threads(), "clock": clock, "results": results}
+
+
+def speed_table(args: argparse.Namespace, base: torch.nn.Module, tokenizer, docs: list[Document],
+                deep_from: float | None) -> list[dict]:
+    """Mixed against per-adapter documents/s for each adapter count, printed and returned."""
+    results = []
     print(f"{'adapters':>8} {'mixed docs/s':>13} {'per-adapter docs/s':>19} {'mixed / per-adapter':>20}")
     with tempfile.TemporaryDirectory() as scratch:
-        paths = save_adapters(base, tokenizer, max(args.adapters), Path(scratch), args)
+        paths = save_adapters(base, tokenizer, max(args.adapters), Path(scratch), args, deep_from)
         bank = AdapterBank(base, tokenizer=tokenizer)
         for index, path in enumerate(paths):
             bank.add(f"adapter-{index}", path)
@@ -212,17 +235,13 @@ def speed(args: argparse.Namespace) -> dict:
                 mixed.append(timed(lambda names=names: bank.extract(docs, names, batch_size=args.batch_size),
                                    args.device))
                 single.append(timed(lambda names=names: per_adapter(bank, docs, names, args.batch_size), args.device))
-            row = {"adapters": count, "mixed_docs_per_s": len(docs) / min(mixed),
+            row = {"adapters": count, "deep_from": deep_from, "mixed_docs_per_s": len(docs) / min(mixed),
                    "per_adapter_docs_per_s": len(docs) / min(single)}
             row["ratio"] = row["mixed_docs_per_s"] / row["per_adapter_docs_per_s"]
             results.append(row)
             print(f"{count:>8} {row['mixed_docs_per_s']:>13.2f} {row['per_adapter_docs_per_s']:>19.2f} "
                   f"{row['ratio']:>19.2f}x")
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    return {"command": "speed", "shape": args.shape, "device": args.device, "device_name": device_name,
-            "dtype": args.dtype, "documents": len(docs), "characters": args.characters, "max_length": args.max_length,
-            "batch_size": args.batch_size,
-            "threshold": args.threshold, "torch_threads": torch.get_num_threads(), "clock": clock, "results": results}
+    return results
 
 
 def main() -> None:
@@ -238,6 +257,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--deep-from", type=float, nargs="+",
+                        help="speed: every adapter deep, prompts from this share of the layers (0: full depth)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.command == "memory":

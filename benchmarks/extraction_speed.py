@@ -1,13 +1,16 @@
 """Extraction throughput on CPU: the quickstart pipeline against a stock transformers token-classification pipeline.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/extraction_speed.py [--documents 10] [--adapter DIR]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/extraction_speed.py [--documents 10] [--adapter DIR] \
+        [--start-layers 0 2 3 4]
 
 On the first ``--documents`` notes of the bundled MACCROBAT corpus (``maccrobat-med`` schema, sorted by id), MiniLM,
 128 tokens per row, batches of 32, after one warm-up document. Concept extraction, whose cost does not depend on
 what a model has learnt (the relation stage asks about each predicted concept, so an untrained model's chance
 concepts would make it meaningless):
 
-- ``soft-prompt-frozen``: the quickstart pipeline (a deep-prompt MRC question per concept type and sentence);
+- ``soft-prompt-frozen k=K``: the quickstart pipeline (a deep-prompt MRC question per concept type and sentence) with
+  prompts from layer K (``--start-layers``; 0 = full depth; K > 0: late prompts, the layers below K run once per
+  sentence for all questions);
 - ``hard-prompt``: the same questions as text queries; ``finetune``: BIO tagging of each sentence;
 - ``stock-token-classification``: ``transformers.pipeline("token-classification", aggregation_strategy="simple")``
   over the same sentences (one forward per sentence), the stock peer.
@@ -33,17 +36,22 @@ from clinical_prompt.brat import Document
 from clinical_prompt.corpus.sentences import split_sentences
 from clinical_prompt.corpus.splits import read_mapped
 from clinical_prompt.extractors import build_extractor, load_extractor
+from clinical_prompt.extractors.mrc import mrc_prompt_config
 from clinical_prompt.quickstart import BUNDLED_CORPUS, BUNDLED_SCHEMA
 from clinical_prompt.schema import CorpusMapping, TaskSchema, load_schema
+from clinical_prompt.strategies import get_strategy
 
 MAX_LENGTH, BATCH = 128, 32
 STRATEGIES = ("soft-prompt-frozen", "hard-prompt", "finetune")
 
 
-def ours(strategy: str, schema: TaskSchema):
-    """A function extracting the concepts of ``schema`` from documents with our ``strategy`` (untrained)."""
-    extractor = build_extractor(strategy, replace(schema, relations=(), mapping=CorpusMapping()), "minilm",
-                                max_length=MAX_LENGTH)
+def ours(strategy: str, schema: TaskSchema, start_layer: int = 0):
+    """A function extracting the concepts of ``schema`` from documents with our ``strategy`` (untrained), soft
+    prompts from ``start_layer``."""
+    schema = replace(schema, relations=(), mapping=CorpusMapping())
+    soft = get_strategy(strategy).uses_soft_prompts
+    prompt_config = replace(mrc_prompt_config(schema), prompt_start_layer=start_layer) if soft else None
+    extractor = build_extractor(strategy, schema, "minilm", max_length=MAX_LENGTH, prompt_config=prompt_config)
     return lambda documents: extractor.extract(documents, batch_size=BATCH)
 
 
@@ -81,6 +89,8 @@ def main() -> None:
     parser.add_argument("--adapter", help="a trained soft-prompt-frozen extractor folder (save_pretrained)")
     parser.add_argument("--methods", nargs="+", choices=(*STRATEGIES, "stock-token-classification"),
                         default=[*STRATEGIES, "stock-token-classification"])
+    parser.add_argument("--start-layers", nargs="+", type=int, default=[0, 2, 3, 4],
+                        help="soft-prompt-frozen: the layers prompts start in (MiniLM has 6: 0, L/3, L/2, 2L/3)")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -88,8 +98,14 @@ def main() -> None:
     schema = load_schema(BUNDLED_SCHEMA)
     documents = [Document(doc.doc_id, doc.text) for doc in read_mapped(BUNDLED_CORPUS, schema)[: args.documents]]
     sentences = sum(len(split_sentences(doc.text)) for doc in documents)
-    factories = [(method, partial(stock, len(schema.concepts)) if method.startswith("stock") else
-                  partial(ours, method, schema)) for method in args.methods]
+    factories = []
+    for method in args.methods:
+        if method.startswith("stock"):
+            factories.append((method, partial(stock, len(schema.concepts))))
+        elif get_strategy(method).uses_soft_prompts:
+            factories += [(f"{method} k={k}", partial(ours, method, schema, k)) for k in args.start_layers]
+        else:
+            factories.append((method, partial(ours, method, schema)))
     if args.adapter:
         factories.append(("trained adapter, end to end", partial(trained, args.adapter)))
     rows = []
@@ -101,11 +117,13 @@ def main() -> None:
         rows.append((method, seconds, found))
         print(f"  {method}: {seconds:.1f} s", flush=True)
     stock_seconds = next((s for m, s, _ in rows if m == "stock-token-classification"), None)
-    header = f"{'method':<28} {'docs/s':>8} {'sentences/s':>12} {'x stock':>8}  predicted"
+    full_depth = next((s for m, s, _ in rows if m.endswith(" k=0")), None)
+    header = f"{'method':<28} {'docs/s':>8} {'sentences/s':>12} {'x stock':>8} {'x k=0':>6}  predicted"
     print(header + "\n" + "-" * len(header))
     for method, seconds, found in rows:
-        ratio = f"{stock_seconds / seconds:.2f}" if stock_seconds else "-"
-        print(f"{method:<28} {len(documents) / seconds:>8.2f} {sentences / seconds:>12.1f} {ratio:>8}  {found}")
+        ratios = [f"{base / seconds:.2f}" if base else "-" for base in (stock_seconds, full_depth)]
+        print(f"{method:<28} {len(documents) / seconds:>8.2f} {sentences / seconds:>12.1f} {ratios[0]:>8} "
+              f"{ratios[1]:>6}  {found}")
     print(f"CPU, {torch.get_num_threads()} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
           f"{len(documents)} MACCROBAT notes, {sentences} sentences, {len(schema.concepts)} concept types; "
           "concepts only, untrained models, except the trained adapter's row.")

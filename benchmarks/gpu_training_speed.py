@@ -5,13 +5,15 @@
 The methods of ``training_speed.py`` (stock full fine-tuning and stock PEFT prompt tuning against our frozen input
 and deep prompts), plus ``ours-deep-eager`` (our deep prompts in Megatron-BERT's stock eager attention: the share of
 the gain that SDPA brings) and ``ours-deep-4bit`` (the backbone in bitsandbytes NF4) for the sizes in
-``--quantized``. Shapes from ``benchmarks/configs/gatortron-{345m,3.9b,8.9b}.json`` (UFNLP's public configs) at
-batch 32 / 8 / 4. Every model holds its weights in bfloat16 (AdamW states follow: bfloat16 for full fine-tuning,
-float32 for prompt tables and heads) and runs under bfloat16 autocast; 496 text tokens per row (+16 prompt tokens
-for the prompt methods: 512 positions), no padding. Tokens/s counts text tokens over ``--steps`` optimizer steps
-after ``--warmup``; memory is ``torch.cuda.max_memory_allocated`` over those steps (weights included). A method that
-runs out of memory is reported as such. Sized to finish in under 5 minutes on one H100/H200 with the defaults
-(``--sizes`` and ``--methods`` run a part).
+``--quantized``, and ``ours-late-1/3``, ``-1/2``, ``-2/3`` (prompts from layer L/3, L/2, 2L/3; every method trains
+on batches of texts each asked ``--questions`` questions, whose lower layers late prompts share). Shapes from
+``benchmarks/configs/gatortron-{345m,3.9b,8.9b}.json`` (UFNLP's public configs) at batch 32 / 8 / 4. Every model
+holds its weights in bfloat16 (AdamW states follow: bfloat16 for full fine-tuning, float32 for prompt tables and
+heads) and runs under bfloat16 autocast; 496 text tokens per row (+16 prompt tokens for the prompt methods: 512
+positions), no padding. Tokens/s counts text tokens over ``--steps`` optimizer steps after ``--warmup``; memory is
+``torch.cuda.max_memory_allocated`` over those steps (weights included). A method that runs out of memory is
+reported as such. Sized to finish in under 5 minutes on one H100/H200 with the defaults (``--sizes`` and
+``--methods`` run a part).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import peft
 import torch
 import transformers
-from training_speed import Base, build, print_table, random_batch, timed_steps, trainable_parameters
+from training_speed import LATE, Base, build, print_table, random_batch, timed_steps, trainable_parameters
 from transformers import AutoConfig
 
 from clinical_prompt.atomic import write_json
@@ -33,7 +35,7 @@ from clinical_prompt.atomic import write_json
 CONFIGS = Path(__file__).resolve().parent / "configs"
 BATCH = {"345m": 32, "3.9b": 8, "8.9b": 4}
 METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-eager",
-           "ours-deep-checkpointing")
+           "ours-deep-checkpointing", *LATE)
 
 
 def run(base: Base, method: str, batch_size: int, args: argparse.Namespace, device: torch.device) -> dict:
@@ -48,9 +50,9 @@ def run(base: Base, method: str, batch_size: int, args: argparse.Namespace, devi
     try:
         started = time.perf_counter()
         with device:
-            model = build(method, base, args.prompt_tokens)
+            model = build(method, base, args.prompt_tokens, args.questions)
         row["build_s"] = time.perf_counter() - started
-        batch = random_batch(base, batch_size, args.length - args.prompt_tokens, device)
+        batch = random_batch(base, batch_size, args.length - args.prompt_tokens, device, args.questions)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         seconds = timed_steps(model, batch, args.steps, args.warmup, autocast=torch.bfloat16)
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--questions", type=int, default=4,
+                        help="questions (prompt blocks) asked about each text: rows that late prompts share")
     parser.add_argument("--config-dir", type=Path, default=CONFIGS)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--output", type=Path, help="write the settings and rows as JSON")
@@ -94,7 +98,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print_table(rows, memory=("peak_mib",), note=(
         f"{name}; bf16 weights under bf16 autocast; {args.length - args.prompt_tokens} text tokens "
-        f"(+{args.prompt_tokens} prompt tokens); {args.steps} timed steps after {args.warmup}."
+        f"(+{args.prompt_tokens} prompt tokens); {args.questions} questions per text; {args.steps} timed steps after "
+        f"{args.warmup}."
     ))
     if args.output:
         versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}

@@ -6,11 +6,13 @@ relations given the gold entities; one JSON line per run appended to ``--results
 
 Split as in ``clinical-prompt quickstart``: bundled MACCROBAT (``maccrobat-med``) sorted by name, the last
 ``--test`` notes held out, the first ``--train`` notes trained on with a seeded 10% kept for dev (thresholds).
-``--setting NAME=VALUE`` sets an ``MrcSettings`` field (JSON values; bare words are strings).
+``--setting NAME=VALUE`` sets an ``MrcSettings`` field and ``--prompt NAME=VALUE`` a ``ClinicalPromptConfig`` field
+of the default MRC prompt config (JSON values; bare words are strings), e.g. ``--prompt prompt_start_layer=3``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from clinical_prompt.corpus import train_dev_split
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors import build_extractor
+from clinical_prompt.extractors.mrc import mrc_prompt_config
 from clinical_prompt.fit import fit
 from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig
 from clinical_prompt.readers import read_documents
@@ -44,6 +47,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=defaults.test_documents)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--setting", type=setting, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--prompt", type=setting, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--head-lr", type=float, default=defaults.head_lr)
+    parser.add_argument("--prompt-lr", type=float, default=defaults.prompt_lr)
     parser.add_argument("--work-dir", default="benchmark-runs")
     parser.add_argument("--results", type=Path, required=True)
     args = parser.parse_args()
@@ -53,14 +59,16 @@ def main() -> None:
     held_out = documents[-args.test:]
     train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=0.1, seed=defaults.seed)
     torch.manual_seed(defaults.seed)
+    prompt_config = dataclasses.replace(mrc_prompt_config(schema), **dict(args.prompt))
     extractor = build_extractor(defaults.strategy, schema, defaults.backbone, max_length=defaults.max_length,
-                                negative_ratio=defaults.negative_ratio, **dict(args.setting))
+                                negative_ratio=defaults.negative_ratio, prompt_config=prompt_config,
+                                **dict(args.setting))
     config = TrainingConfig(output_dir=Path(args.work_dir) / args.name, num_epochs=args.epochs,
                             per_device_batch_size=defaults.batch_size, seed=defaults.seed, load_best_at_end=False,
                             eval_every_epoch=False, save_every_epoch=False)
     started = time.perf_counter()
     fit(extractor, train_docs, dev_docs, config,
-        learning_rates={"head": defaults.head_lr, "prompt": defaults.prompt_lr})
+        learning_rates={"head": args.head_lr, "prompt": args.prompt_lr})
     train_seconds = time.perf_counter() - started
     gold = {d.doc_id: d for d in held_out}
     end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(held_out)})
@@ -71,7 +79,9 @@ def main() -> None:
 
     row = {
         "name": args.name, "train": len(train_docs), "dev": len(dev_docs), "test": len(held_out),
-        "epochs": args.epochs, "settings": dict(args.setting), "train_seconds": round(train_seconds),
+        "epochs": args.epochs, "settings": dict(args.setting),
+        "prompt": dict(args.prompt), "rates": {"head": args.head_lr, "prompt": args.prompt_lr},
+        "train_seconds": round(train_seconds),
         "threshold": extractor.settings.threshold, "relation_threshold": extractor.settings.relation_threshold,
         "concept_strict_f1": f1(end_to_end, "concepts", "strict"),
         "concept_lenient_f1": f1(end_to_end, "concepts", "lenient"),

@@ -1,6 +1,7 @@
 """Training speed and memory on CPU: our frozen soft prompts against stock PEFT prompt tuning and full fine-tuning.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/training_speed.py [--batch 8] [--length 128] [--steps 4]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/training_speed.py [--batch 8] [--length 128] [--steps 4] \
+        [--questions 1]
 
 Same backbone, batch, text length and token-classification loss (3 labels) for every method; the text tokens
 (``--length`` minus ``--prompt-tokens``, no padding) count for tokens/s, timed over full optimizer steps (forward,
@@ -12,7 +13,13 @@ it in eager attention, ours in SDPA). Methods:
 - ``peft-prompt-tuning``: stock PEFT, ``get_peft_model(model, PromptTuningConfig(task_type=TOKEN_CLS, ...))``,
   frozen backbone, labels left-padded with -100 by hand for the virtual tokens;
 - ``ours-input`` / ``ours-deep``: :class:`PromptedEncoder` with input-layer or deep (key/value) prompts, frozen;
-- ``ours-deep-checkpointing``: ``ours-deep`` with activation checkpointing.
+- ``ours-deep-checkpointing``: ``ours-deep`` with activation checkpointing;
+- ``ours-late-1/3`` / ``-1/2`` / ``-2/3``: ``ours-deep`` with prompts from layer ``k`` = L/3, L/2 or 2L/3 (late
+  prompts; the layers below run once per distinct text; MiniLM: k = 2, 3, 4).
+
+``--questions Q`` makes the batch ``batch / Q`` texts each asked Q questions (prompt blocks), as MRC training asks
+every concept type about a window: the rows of one text share the late prompts' lower layers. Every method trains on
+the same rows; stock methods see them as separate texts.
 
 Each run is its own forked process: "peak" is its peak resident memory, "train" the part above the memory held
 once the model was built (activations, gradients, optimizer state). Ratios compare with stock PEFT and with full
@@ -41,7 +48,9 @@ from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_atte
 from clinical_prompt.quantization import quantize_backbone
 
 LABELS = 3
-METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing")
+METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing",
+           "ours-late-1/3", "ours-late-1/2", "ours-late-2/3")
+LATE = {"ours-late-1/3": 1 / 3, "ours-late-1/2": 1 / 2, "ours-late-2/3": 2 / 3}  # start layer as a share of L
 SMALL_GATORTRON = dict(
     model_type="megatron-bert", hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
     vocab_size=50176, max_position_embeddings=512,
@@ -78,20 +87,24 @@ class Base:
 
 
 class PromptTagger(nn.Module):
-    """A frozen encoder with one soft-prompt block and a linear token classifier."""
+    """A frozen encoder with ``questions`` soft-prompt blocks (row ``i`` asks block ``i % questions``) and a linear
+    token classifier."""
 
-    def __init__(self, backbone: nn.Module, depth: str, prompt_tokens: int) -> None:
+    def __init__(self, backbone: nn.Module, depth: str, prompt_tokens: int, questions: int = 1,
+                 start_layer: int = 0) -> None:
         super().__init__()
-        config = ClinicalPromptConfig(num_virtual_tokens=prompt_tokens, depth=depth)
+        config = ClinicalPromptConfig(num_virtual_tokens=prompt_tokens, depth=depth, prompt_start_layer=start_layer,
+                                      prompt_blocks=[f"question{i}" for i in range(questions)])
         head = nn.Linear(backbone.config.hidden_size, LABELS, device=backbone.get_input_embeddings().weight.device)
         self.encoder = PromptedEncoder(backbone.requires_grad_(False), config, head)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        logits = self.encoder.heads(self.encoder(input_ids, attention_mask))
+        blocks = torch.arange(len(input_ids), device=input_ids.device) % self.encoder.config.num_blocks
+        logits = self.encoder.heads(self.encoder(input_ids, attention_mask, block_ids=blocks))
         return {"loss": nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())}
 
 
-def build(method: str, base: Base, prompt_tokens: int) -> nn.Module:
+def build(method: str, base: Base, prompt_tokens: int, questions: int = 1) -> nn.Module:
     """The model of ``method`` on ``base``; its ``forward(**batch)`` returns a dict with the loss."""
     if method == "full-fine-tuning":
         return StockTagger(base.stock_tagger())
@@ -106,12 +119,16 @@ def build(method: str, base: Base, prompt_tokens: int) -> nn.Module:
         quantize_backbone(backbone, method.rsplit("-", 1)[1])
     if method == "ours-deep-checkpointing":
         enable_activation_checkpointing(backbone)
-    return PromptTagger(backbone, depth, prompt_tokens)
+    start_layer = round(LATE.get(method, 0) * base.config.num_hidden_layers)
+    return PromptTagger(backbone, depth, prompt_tokens, questions, start_layer)
 
 
-def random_batch(base: Base, batch: int, text_length: int, device: torch.device) -> dict[str, Tensor]:
+def random_batch(base: Base, batch: int, text_length: int, device: torch.device, questions: int = 1
+                 ) -> dict[str, Tensor]:
+    """``batch`` rows: ``batch / questions`` random texts, each repeated ``questions`` times in a row."""
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(1000, base.config.vocab_size, (batch, text_length), generator=generator)
+    texts = torch.randint(1000, base.config.vocab_size, (batch // questions, text_length), generator=generator)
+    input_ids = texts.repeat_interleave(questions, dim=0)
     labels = torch.randint(0, LABELS, (batch, text_length), generator=generator)
     return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device),
             "labels": labels.to(device)}
@@ -155,8 +172,8 @@ def _resident_bytes() -> int:
 def _cpu_run(base: Base, method: str, args: argparse.Namespace, connection) -> None:
     """One method in a forked process: its tokens/s and memory, sent back through ``connection``."""
     torch.manual_seed(0)
-    model = build(method, base, args.prompt_tokens)
-    batch = random_batch(base, args.batch, args.length - args.prompt_tokens, torch.device("cpu"))
+    model = build(method, base, args.prompt_tokens, args.questions)
+    batch = random_batch(base, args.batch, args.length - args.prompt_tokens, torch.device("cpu"), args.questions)
     built = _resident_bytes()
     seconds = timed_steps(model, batch, args.steps, warmup=1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -214,8 +231,11 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128, help="positions: prompt tokens + text tokens")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up step")
+    parser.add_argument("--questions", type=int, default=1, help="questions (prompt blocks) asked about each text")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     args = parser.parse_args()
+    if args.batch % args.questions:
+        parser.error("--batch must be a multiple of --questions")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # PEFT calls a deprecated transformers property
@@ -230,7 +250,8 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print_table(rows, note=(
         f"CPU, {torch.get_num_threads()} threads (OMP_NUM_THREADS={threads}), float32; batch {args.batch}, "
-        f"{args.length - args.prompt_tokens} text tokens + {args.prompt_tokens} prompt tokens, {args.steps} timed "
+        f"{args.length - args.prompt_tokens} text tokens + {args.prompt_tokens} prompt tokens, {args.questions} "
+        f"question(s) per text, {args.steps} timed "
         "steps. train MiB: resident memory above the built model (activations, gradients, optimizer state)."
     ))
 

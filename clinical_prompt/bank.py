@@ -5,20 +5,22 @@ settings; see :mod:`clinical_prompt.extractors.mrc`). :class:`AdapterBank` loads
 it (:meth:`MrcExtractor.on_base`), so an adapter costs its prompt tables and span head, not a base. Adapters may
 differ in institution, schema, prompt depth and prompt length.
 
-Rows are batched by prompt depth, prompt length and text length, so that most batches hold one kind of prompt and
-little padding. A batch gives each row its own adapter's prompt, padded on the left to the longest of the batch with
-the padding masked, so that every prompt ends right before the text: input-layer rows get extra input positions
-(:func:`~clinical_prompt.prompts.embed_with_prompts`), deep rows key/value prefixes
-(:meth:`~clinical_prompt.prompts.DeepPromptHandle.prefixes`), and a batch holding both runs both with the other
-kind masked out. Each adapter's span head then reads its own rows. On encoders with absolute positions (BERT,
-RoBERTa, Megatron-BERT) a row thus equals its adapter run alone, up to float rounding; with relative positions
-(DeBERTa-v2, MPNet) a row beside a longer prompt sees its first token further from the text.
+Rows are batched by the layer their prompts start in, prompt depth, prompt length and text length, so that most
+batches hold one kind of prompt and little padding. Late prompts (``prompt_start_layer`` k > 0) run the layers below
+k once per distinct text for every adapter of the batch (:mod:`clinical_prompt.prompts.trunk`); rows of different
+start layers in one batch run in separate passes. A batch gives each row its own adapter's prompt, padded on the
+left to the longest of the batch with the padding masked, so that every prompt ends right before the text:
+input-layer rows get extra input positions (:func:`~clinical_prompt.prompts.embed_with_prompts`), deep rows
+key/value prefixes (:meth:`~clinical_prompt.prompts.DeepPromptHandle.prefixes`), and a batch holding both runs both
+with the other kind masked out. Each adapter's span head then reads its own rows. On encoders with absolute
+positions (BERT, RoBERTa, Megatron-BERT) a row thus equals its adapter run alone, up to float rounding; with
+relative positions (DeBERTa-v2, MPNet) a row beside a longer prompt sees its first token further from the text.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ from clinical_prompt.extractors.base import DocumentPredictions, length_batches,
 from clinical_prompt.extractors.mrc import MrcExtractor, ScoredSpan, predictions_for
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.inputs import embed_with_prompts
+from clinical_prompt.prompts.trunk import encode_late
 from clinical_prompt.pull import saved_extractor
 
 __all__ = ["AdapterBank", "load_adapter"]
@@ -222,12 +225,33 @@ class AdapterBank:
         return {name: tensor.to(device) for name, tensor in adapters[0].batch_inputs(rows).items()}
 
     def _hidden(self, inputs: dict[str, Tensor], adapters: Sequence[MrcExtractor]) -> Tensor:
+        """Encoder states of a mixed batch; rows whose prompts start in different layers run in separate passes."""
+        starts = [_start_layer(adapter) for adapter in adapters]
+        if len(set(starts)) == 1:
+            return self._hidden_from(starts[0], inputs, adapters)
+        hidden: Tensor | None = None
+        for start in sorted(set(starts)):
+            positions = [i for i, s in enumerate(starts) if s == start]
+            index = torch.tensor(positions, device=inputs["input_ids"].device)
+            part = self._hidden_from(
+                start, {name: tensor[index] for name, tensor in inputs.items()}, [adapters[i] for i in positions]
+            )
+            hidden = part.new_empty(len(adapters), *part.shape[1:]) if hidden is None else hidden
+            hidden[index] = part
+        return hidden
+
+    def _hidden_from(self, start: int, inputs: dict[str, Tensor], adapters: Sequence[MrcExtractor]) -> Tensor:
         groups = list(_positions_by_adapter(adapters).items())
         shallow = _prompt_batch(groups, inputs["block_ids"], "input")
         deep = _prompt_batch(groups, inputs["block_ids"], "deep")
-        with self._deep_prefixes(deep):
+        text = {key: inputs[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs}
+        handle = attach_deep_prompts(self.backbone) if deep is not None else None
+        if shallow is None and handle is not None:  # deep rows only: the layers below ``start`` are shared
+            prompts, mask = deep
+            past = layer_prefixes(prompts, handle.num_layers - start)
+            return encode_late(handle, text, past, start_layer=start, prefix_mask=mask)
+        with handle.prefixes(layer_prefixes(deep[0], handle.num_layers), deep[1]) if handle else nullcontext():
             if shallow is None:
-                text = {key: inputs[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs}
                 return self.backbone(**text).last_hidden_state
             prompts, mask = shallow
             return embed_with_prompts(
@@ -235,19 +259,21 @@ class AdapterBank:
                 prefix_mask=mask,
             )
 
-    def _deep_prefixes(self, deep: tuple[Tensor, Tensor] | None) -> contextlib.AbstractContextManager:
-        if deep is None:
-            return contextlib.nullcontext()
-        prompts, mask = deep
-        handle = attach_deep_prompts(self.backbone)
-        return handle.prefixes(layer_prefixes(prompts, handle.num_layers), mask)
+
+def _start_layer(adapter: MrcExtractor) -> int:
+    """The first layer the adapter's prompts enter (0 for input-layer prompts)."""
+    return adapter.encoder.config.prompt_start_layer
 
 
-def _cost(row: dict, adapter: MrcExtractor) -> tuple[bool, int, int]:
-    """Batch order: input-layer rows before deep rows (a batch holding both pays for both kinds of prompt), then by
-    prompt length and text length (every row of a batch pays for its longest prompt and its longest text)."""
+def _cost(row: dict, adapter: MrcExtractor) -> tuple[int, bool, int, int, list[int]]:
+    """Batch order: by the layer prompts start in (rows of one start share lower layers), input-layer rows before
+    deep rows (a batch holding both pays for both kinds of prompt), then by prompt length and text length (every row
+    of a batch pays for its longest prompt and its longest text), rows of the same text next to each other."""
     config = adapter.encoder.config
-    return config.depth == "deep", config.num_virtual_tokens, len(row["input_ids"])
+    return (
+        config.prompt_start_layer, config.depth == "deep", config.num_virtual_tokens, len(row["input_ids"]),
+        row["input_ids"],
+    )
 
 
 def _positions_by_adapter(adapters: Sequence[MrcExtractor]) -> dict[MrcExtractor, list[int]]:

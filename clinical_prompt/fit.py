@@ -1,7 +1,10 @@
 """Train an extractor on mapped Documents and score it on a dev set each epoch (n2c2 strict / lenient micro-F1)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
 from clinical_prompt.brat import Document
 from clinical_prompt.distributed import extract_documents
@@ -62,6 +65,12 @@ def fit(
         weight_decay=training_config.weight_decay,
     )
     rows = extractor.training_rows(train_docs)  # a list of row dicts is a map-style dataset
+    dataset, collate = rows, extractor.collate
+    if extractor.shares_trunk:  # batches of whole texts: each text's lower layers run once for all its questions
+        dataset, collate = same_text_groups(rows), partial(_collate_groups, extractor.collate)
+        training_config = dataclasses.replace(training_config, per_device_batch_size=max(
+            1, round(training_config.per_device_batch_size * len(dataset) / len(rows))
+        ))
 
     def evaluate_fn(model: Extractor) -> dict[str, float]:
         model.calibrate(dev_docs, batch_size=eval_batch_size)
@@ -69,9 +78,9 @@ def fit(
 
     result = train(
         extractor,
-        rows,
+        dataset,
         config=training_config,
-        collate_fn=extractor.collate,
+        collate_fn=collate,
         param_groups=groups,
         evaluate_fn=evaluate_fn if dev_docs else None,
     )
@@ -80,3 +89,15 @@ def fit(
     if dev_docs and (last_evaluated is None or restored):
         extractor.calibrate(dev_docs, batch_size=eval_batch_size)
     return result
+
+
+def same_text_groups(rows: Sequence[dict]) -> list[list[dict]]:
+    """``rows`` grouped by their text (``input_ids`` and ``token_type_ids``), groups in order of first occurrence."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((tuple(row["input_ids"]), tuple(row.get("token_type_ids") or ())), []).append(row)
+    return list(groups.values())
+
+
+def _collate_groups(collate: Callable[[list[dict]], Any], groups: Sequence[list[dict]]) -> Any:
+    return collate([row for group in groups for row in group])

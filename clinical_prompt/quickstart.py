@@ -8,7 +8,7 @@ takes a real backbone (``--backbone UFNLP/gatortron-base``), your own BRAT folde
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clinical_prompt.readers import BUNDLED_CORPUS
@@ -30,6 +30,7 @@ class QuickstartConfig:
     epochs: int = 3
     max_length: int = 128
     negative_ratio: float = 1.0
+    prompt_start_layer: int = 0
     batch_size: int = 16
     head_lr: float = 1e-2
     prompt_lr: float = 3e-2
@@ -45,8 +46,10 @@ def run_quickstart(config: QuickstartConfig) -> int:
     from clinical_prompt.corpus import train_dev_split
     from clinical_prompt.evaluation import evaluate_documents, format_table
     from clinical_prompt.extractors import build_extractor
+    from clinical_prompt.extractors.mrc import mrc_prompt_config
     from clinical_prompt.fit import fit
     from clinical_prompt.schema import load_schema
+    from clinical_prompt.strategies import get_strategy
     from clinical_prompt.training import TrainingConfig
 
     log_to_stderr()
@@ -62,8 +65,11 @@ def run_quickstart(config: QuickstartConfig) -> int:
     import torch
 
     torch.manual_seed(config.seed)
+    soft = get_strategy(config.strategy).uses_soft_prompts
+    prompt_config = replace(mrc_prompt_config(schema), prompt_start_layer=config.prompt_start_layer) if soft else None
     extractor = build_extractor(
-        config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio
+        config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio,
+        prompt_config=prompt_config,
     )
     training = TrainingConfig(
         output_dir=str(output / "training"),

@@ -37,9 +37,11 @@ SCHEMAS = {
                      {"name": "Test", "query": "Which tests?"}],
     }),
 }
-# (depth, virtual tokens, schema) of adapter i, cycled: input-layer and deep prompts, 1 to 16 tokens, three schemas
-SHAPES = [("deep", 4, "maccrobat-med"), ("input", 2, "problems"), ("deep", 16, "meds"), ("input", 9, "maccrobat-med"),
-          ("deep", 1, "problems"), ("input", 16, "meds"), ("deep", 7, "problems"), ("input", 1, "meds")]
+# (depth, virtual tokens, schema, start layer) of adapter i, cycled: input-layer, deep and late prompts (from layer 1
+# of 2), 1 to 16 tokens, three schemas
+SHAPES = [("deep", 4, "maccrobat-med", 1), ("input", 2, "problems", 0), ("deep", 16, "meds", 0),
+          ("input", 9, "maccrobat-med", 0), ("deep", 1, "problems", 0), ("input", 16, "meds", 0),
+          ("deep", 7, "problems", 1), ("input", 1, "meds", 0)]
 THRESHOLD = 0.55  # random span heads: low enough for entities and relations in every note, few enough to stay fast
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,11 +62,11 @@ def tiny_base(tmp_path_factory, notes) -> Path:
 
 
 def save_adapter(directory: Path, base: Path, index: int) -> Path:
-    depth, tokens, schema = SHAPES[index % len(SHAPES)]
+    depth, tokens, schema, start = SHAPES[index % len(SHAPES)]
     torch.manual_seed(index)
     extractor = build_extractor(
         "soft-prompt-frozen", SCHEMAS[schema], str(base), max_length=64, threshold=THRESHOLD,
-        prompt_config=ClinicalPromptConfig(num_virtual_tokens=tokens, depth=depth),
+        prompt_config=ClinicalPromptConfig(num_virtual_tokens=tokens, depth=depth, prompt_start_layer=start),
     )
     extractor.save_pretrained(directory)
     return directory
@@ -106,6 +108,33 @@ def test_each_row_of_a_mixed_batch_equals_its_adapter_alone(bank, notes, count) 
             torch.testing.assert_close(hidden[i, :length], expected[:length], rtol=0, atol=1e-5)
     depths = {bank[name].encoder.config.depth for name, _ in batch}
     assert depths == {"input", "deep"}
+    assert {bank[name].encoder.config.prompt_start_layer for name, _ in batch} == {0, 1}
+
+
+def test_late_adapters_share_the_lower_layers(tiny_base, notes, tmp_path) -> None:
+    bank = AdapterBank(str(tiny_base))
+    for i in range(16):
+        torch.manual_seed(i)
+        extractor = build_extractor(
+            "soft-prompt-frozen", SCHEMAS["problems"], str(tiny_base), max_length=64, threshold=THRESHOLD,
+            prompt_config=ClinicalPromptConfig(num_virtual_tokens=4, depth="deep", prompt_start_layer=1),
+        )
+        extractor.save_pretrained(tmp_path / str(i))
+        bank.add(str(i), tmp_path / str(i))
+    names = [str(i) for i in range(16)]
+    window = bank["0"].concept_questions(notes[:1])[:1]  # one window, asked by every adapter
+    lowest = bank.backbone.encoder.layer[0].attention.self
+    batches = []
+    hook = lowest.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    hidden = bank.encode(window * 16, names)
+    hook.remove()
+    assert batches == [1]  # the lower layer ran once for the 16 adapters' rows
+    for i, name in enumerate(names):
+        inputs = bank[name].batch_inputs(window)
+        with torch.no_grad():
+            alone = bank[name].encoder(inputs["input_ids"], inputs["attention_mask"],
+                                       token_type_ids=inputs.get("token_type_ids"), block_ids=inputs["block_ids"])
+        torch.testing.assert_close(hidden[i], alone[0], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("count", [4, 16])

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from clinical_prompt.brat import Document, Entity, Relation, format_ann, read_document, write_document
+from clinical_prompt.card import render_card
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors import (
     DocumentPredictions,
@@ -24,7 +25,7 @@ from clinical_prompt.extractors import (
     build_extractor,
     load_extractor,
 )
-from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, sample_negatives
+from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, mrc_prompt_config, sample_negatives
 from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
@@ -489,3 +490,32 @@ def test_a_frozen_adapter_holds_no_note_text(trained, tmp_path) -> None:
     content = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()).lower()
     note_words = {*DRUGS, "patient", "clinic", "stopped", "fever"}
     assert not [word for word in note_words if word.encode() in content]
+
+
+# --- late prompts -------------------------------------------------------------------------------------------------
+
+
+def test_late_frozen_prompts_learn_in_batches_of_whole_windows(trained, dev_docs, tmp_path) -> None:
+    backbone = trained("soft-prompt-frozen").backbone  # the hard-prompt run's trained backbone, 2 layers
+    torch.manual_seed(0)
+    late = dataclasses.replace(mrc_prompt_config(SCHEMA), prompt_start_layer=1)
+    extractor = build_extractor("soft-prompt-frozen", SCHEMA, str(backbone), max_length=64, prompt_config=late)
+    assert extractor.shares_trunk
+    batches: list[list[tuple[int, ...]]] = []
+    collate = extractor.collate
+    extractor.collate = lambda rows: batches.append([tuple(row["input_ids"]) for row in rows]) or collate(rows)
+    config = TrainingConfig(output_dir=tmp_path / "run", num_epochs=EPOCHS["soft-prompt-frozen"],
+                            per_device_batch_size=8, mixed_precision="no", seed=0, eval_every_epoch=False,
+                            save_every_epoch=False, load_best_at_end=False)
+    result = fit(extractor, synthetic_corpus(40, seed=0), dev_docs, config, learning_rates=RATES["soft-prompt-frozen"])
+    assert result.history[-1]["metrics"]["strict_f1"] >= 0.9, result.history[-1]["metrics"]
+    first_epoch = batches[: len(batches) // config.num_epochs]
+    texts = {text for batch in first_epoch for text in batch}
+    homes = [{i for i, batch in enumerate(first_epoch) if text in batch} for text in texts]
+    assert all(len(home) == 1 for home in homes)  # every text's questions in one batch
+    assert any(len(batch) > len(set(batch)) for batch in first_epoch)  # and texts asked several questions
+    extractor.save_pretrained(tmp_path / "adapter")
+    loaded = load_extractor(tmp_path / "adapter", backbone=str(backbone))
+    assert loaded.encoder.config.prompt_start_layer == 1
+    assert [format_ann(d) for d in loaded.extract(dev_docs)] == [format_ann(d) for d in extractor.extract(dev_docs)]
+    assert "late prompts: key/value prefixes in layers 1 to 1 of 2" in str(render_card(tmp_path / "adapter"))

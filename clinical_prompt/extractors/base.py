@@ -60,6 +60,12 @@ class Extractor(nn.Module, ABC):
     def param_groups(self, backbone_lr: float, head_lr: float, prompt_lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups of the trainable parameters, each part at its own rate."""
 
+    @property
+    def shares_trunk(self) -> bool:
+        """Whether rows holding the same text share encoder work (late prompts), so that training batches should keep
+        them together."""
+        return False
+
     def extract(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[Document]:
         """One predicted Document per input (same ``doc_id`` and text): entities ``T1..`` and relations ``R1..``."""
         return [prediction.document() for prediction in self.predictions(documents, batch_size=batch_size)]

@@ -314,6 +314,10 @@ class MrcExtractor(Extractor):
         return get_strategy(self.strategy)
 
     @property
+    def shares_trunk(self) -> bool:
+        return self.spec.uses_soft_prompts and self.encoder.config.prompt_start_layer > 0
+
+    @property
     def span_head(self) -> SpanHead:
         return self.encoder.heads
 
@@ -442,8 +446,9 @@ class MrcExtractor(Extractor):
         return spans
 
     def _encoded(self, rows: Sequence[dict], batch_size: int) -> Iterator[tuple[list[int], Tensor, dict[str, Tensor]]]:
-        """``(row indices, encoder states, inputs)`` of each batch of ``rows``, rows of similar length together."""
-        batches = length_batches(rows, batch_size)
+        """``(row indices, encoder states, inputs)`` of each batch of ``rows``, rows of similar length together and
+        rows of the same text next to each other (late prompts run their lower layers once per distinct text)."""
+        batches = length_batches(rows, batch_size, key=lambda i: (len(rows[i]["input_ids"]), rows[i]["input_ids"]))
         for indices in tqdm(batches, total=-(-len(rows) // batch_size), desc="extracting", unit="batch", leave=False):
             batch = self.batch_inputs([rows[i] for i in indices])
             inputs = {name: tensor.to(self.device) for name, tensor in batch.items()}

@@ -109,6 +109,9 @@ class ClinicalPromptConfig(PromptTuningConfig):
         prompt_blocks (`list[str]`): Names of the prompt blocks, one per concept and relation type, or one shared.
         depth (`str`): ``"input"`` (virtual tokens at the embedding layer) or ``"deep"`` (key/value prefixes in
             every layer).
+        prompt_start_layer (`int`): Deep prompts only: the first layer that gets prefixes (0: every layer). Late
+            prompts (``k > 0``) leave layers ``0..k-1`` to the text alone, so rows of one window share them: they
+            run once per window for every question type and every adapter on the same base.
         reparameterization (`str`): ``"none"``, ``"mlp"`` (P-tuning v2 prefix projection) or ``"lstm"``
             (P-tuning prompt encoder); trained through, materialized into plain tables at save time.
         encoder_hidden_size (`int`, *optional*): Bottleneck of the MLP or hidden size of the LSTM; defaults to
@@ -133,6 +136,10 @@ class ClinicalPromptConfig(PromptTuningConfig):
     depth: str = field(
         default="input",
         metadata={"help": "'input': virtual tokens at the embedding layer; 'deep': key/value prefixes in every layer"},
+    )
+    prompt_start_layer: int = field(
+        default=0,
+        metadata={"help": "Deep prompts: first layer with prefixes; layers below run once per window (late prompts)"},
     )
     reparameterization: str = field(
         default="none",
@@ -175,6 +182,7 @@ class ClinicalPromptConfig(PromptTuningConfig):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not valid; allowed values: {_choices(allowed)}.")
         self._check_init_texts()
+        self._check_start_layer()
         dropout = self.prompt_dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"prompt_dropout={dropout!r} is not valid; use a number in [0, 1).")
@@ -193,6 +201,18 @@ class ClinicalPromptConfig(PromptTuningConfig):
         duplicates = sorted({name for name in blocks if blocks.count(name) > 1})
         if duplicates:
             raise ValueError(f"prompt_blocks names {duplicates} more than once; block names must be unique.")
+
+    def _check_start_layer(self) -> None:
+        start = self.prompt_start_layer
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"prompt_start_layer={start!r} is not valid; use an integer >= 0.")
+        if start and self.depth != "deep":
+            raise ValueError(f"prompt_start_layer={start} needs depth='deep'; input prompts enter at layer 0.")
+        if self.num_layers is not None and start >= self.num_layers:
+            raise ValueError(
+                f"prompt_start_layer={start} is not valid for a base model of {self.num_layers} layers; "
+                f"use 0 to {self.num_layers - 1}."
+            )
 
     def _check_init_texts(self) -> None:
         texts = self.prompt_init_texts
@@ -229,11 +249,18 @@ class ClinicalPromptConfig(PromptTuningConfig):
             raise KeyError(f"no prompt block named {name!r}; blocks: {self.prompt_blocks}") from None
 
     @property
+    def prompt_layers(self) -> int:
+        """The number of layers deep prompts enter: ``num_layers - prompt_start_layer``."""
+        if self.num_layers is None:
+            raise ValueError("num_layers is unset; bind the config to a base model first.")
+        return self.num_layers - self.prompt_start_layer
+
+    @property
     def table_width(self) -> int:
-        """Width of one virtual token: the hidden size (input) or ``num_layers * 2 * hidden`` (deep)."""
-        if self.token_dim is None or self.num_layers is None:
-            raise ValueError("token_dim and num_layers are unset; bind the config to a base model first.")
-        return self.token_dim if self.depth == "input" else self.num_layers * 2 * self.token_dim
+        """Width of one virtual token: the hidden size (input) or ``prompt_layers * 2 * hidden`` (deep)."""
+        if self.token_dim is None:
+            raise ValueError("token_dim is unset; bind the config to a base model first.")
+        return self.token_dim if self.depth == "input" else self.prompt_layers * 2 * self.token_dim
 
     def bind_base(self, base_config: Any) -> None:
         """Fill the unset fingerprint fields from a transformers config; raise if a set one differs.
@@ -253,3 +280,4 @@ class ClinicalPromptConfig(PromptTuningConfig):
                 )
         if self.num_transformer_submodules is None:
             self.num_transformer_submodules = 1
+        self._check_start_layer()

@@ -19,6 +19,7 @@ run. Activation checkpointing (``clinical_prompt.backbone.enable_activation_chec
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -202,11 +203,21 @@ class DeepPromptHandle:
         self.layers = layers
         self._architecture = architecture
         self._rebuild = architecture.rebuild(backbone) if architecture.rebuild else None
-        self._state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None] | None = None  # set while active
+        self._state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None, int] | None = None  # set while active
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @functools.cached_property
+    def blocks(self) -> nn.ModuleList:
+        """The encoder's layer modules, ``blocks[i]`` holding ``layers[i].attention``."""
+        for module in self.backbone.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == self.num_layers and all(
+                any(part is site.attention for part in block.modules()) for block, site in zip(module, self.layers)
+            ):
+                return module
+        raise ValueError(f"found no list of {self.num_layers} encoder layers in {type(self.backbone).__name__}")
 
     @property
     def kv_size(self) -> int:
@@ -214,22 +225,25 @@ class DeepPromptHandle:
         return self.layers[0].attention.all_head_size
 
     @contextmanager
-    def prefixes(self, past: Sequence[tuple[Tensor, Tensor]], prefix_mask: Tensor | None = None) -> Iterator[None]:
-        """Run the backbone with ``past[layer] = (key, value)``, each ``[batch, prefix_len, kv_size]``, in front.
+    def prefixes(
+        self, past: Sequence[tuple[Tensor, Tensor]], prefix_mask: Tensor | None = None, start_layer: int = 0
+    ) -> Iterator[None]:
+        """Run the backbone with ``past[i] = (key, value)``, each ``[batch, prefix_len, kv_size]``, in front in layer
+        ``start_layer + i`` (late prompts: the layers below ``start_layer`` get none).
 
         Rows may differ. ``prefix_mask`` (``[batch, prefix_len]``, 1 = attend) hides the prefix positions a row does
         not use, so prompts of different lengths share one batch: pad shorter prompts on the left (masked positions
         first), so that each ends right before the text and a row equals its unpadded run in relative-position models
         too. The backbone takes the text's own attention mask.
         """
-        self._check(past, prefix_mask)
+        self._check(past, prefix_mask, start_layer)
         if self._state is not None:
             raise RuntimeError("deep prompts are already active on this backbone")
         hooks = []
         try:
-            for site, (key, value) in zip(self.layers, past):
+            for site, (key, value) in zip(self.layers[start_layer:], past):
                 hooks += _LayerInjection(self, site, key, value, prefix_mask).install()
-            self._state = (past, prefix_mask)
+            self._state = (past, prefix_mask, start_layer)
             yield
         finally:
             for hook in hooks:
@@ -244,20 +258,25 @@ class DeepPromptHandle:
         return nullcontext(), self._recomputing(self._state)
 
     @contextmanager
-    def _recomputing(self, state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None]) -> Iterator[None]:
+    def _recomputing(self, state: tuple[Sequence[tuple[Tensor, Tensor]], Tensor | None, int]) -> Iterator[None]:
         if self._state is state:  # backward inside the forward's context: the hooks are still there
             yield
         else:
             with self.prefixes(*state):
                 yield
 
-    def _check(self, past: Sequence[tuple[Tensor, Tensor]], prefix_mask: Tensor | None) -> None:
-        if len(past) != self.num_layers:
-            raise ValueError(f"deep prompts need {self.num_layers} (key, value) pairs, got {len(past)}")
+    def _check(self, past: Sequence[tuple[Tensor, Tensor]], prefix_mask: Tensor | None, start_layer: int) -> None:
+        if not 0 <= start_layer < self.num_layers:
+            raise ValueError(f"start_layer must be in [0, {self.num_layers}), got {start_layer}")
+        if len(past) != self.num_layers - start_layer:
+            raise ValueError(
+                f"deep prompts from layer {start_layer} need {self.num_layers - start_layer} (key, value) pairs, "
+                f"got {len(past)}"
+            )
         shape = past[0][0].shape
         if len(shape) != 3 or shape[2] != self.kv_size:
             raise ValueError(f"deep prompt prefixes must be [batch, prefix_len, {self.kv_size}], got {list(shape)}")
-        for layer, pair in enumerate(past):
+        for layer, pair in enumerate(past, start=start_layer):
             if any(tensor.shape != shape for tensor in pair):
                 raise ValueError(f"deep prompt layer {layer}: key and value must both be {list(shape)}")
         if prefix_mask is not None and prefix_mask.shape != shape[:2]:

@@ -20,6 +20,7 @@ from clinical_prompt.prompts.config import ClinicalPromptConfig, check_field_typ
 from clinical_prompt.prompts.deep import attach_deep_prompts, layer_prefixes
 from clinical_prompt.prompts.encoder import PromptTables
 from clinical_prompt.prompts.inputs import embed_with_prompts
+from clinical_prompt.prompts.trunk import encode_late
 
 NAMED_MODELS = ("base_model_name_or_path", "tokenizer_name_or_path")  # config fields that name a model
 TABLES_KEY = "prompt_tables"
@@ -98,7 +99,8 @@ class PromptedEncoder(nn.Module):
             self.backbone.train(training)
 
     def _token_keys_values(self, token_ids: Tensor) -> Tensor:
-        """``[rows, P, num_layers * 2 * hidden]``: each layer's key and value projections of ``token_ids``."""
+        """``[rows, P, prompt_layers * 2 * hidden]``: the key and value projections of ``token_ids`` in each layer that
+        gets prompts."""
         outputs: dict[int, Tensor] = {}
 
         def keep_first(slot: int):
@@ -109,7 +111,7 @@ class PromptedEncoder(nn.Module):
             return hook
 
         hooks = []
-        for layer, site in enumerate(self._deep.layers):
+        for layer, site in enumerate(self._deep.layers[self.config.prompt_start_layer :]):
             hooks.append(site.key.register_forward_hook(keep_first(2 * layer)))
             hooks.append(site.value.register_forward_hook(keep_first(2 * layer + 1)))
         try:
@@ -143,12 +145,11 @@ class PromptedEncoder(nn.Module):
         prompts = self.prompts(self._block_ids(block_ids, input_ids))
         if self._deep is None:
             return embed_with_prompts(self.backbone, input_ids, attention_mask, prompts, token_type_ids)
-        past = layer_prefixes(prompts, self.config.num_layers)
+        past = layer_prefixes(prompts, self.config.prompt_layers)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        with self._deep.prefixes(past):
-            return self.backbone(**inputs).last_hidden_state
+        return encode_late(self._deep, inputs, past, start_layer=self.config.prompt_start_layer)
 
     @torch.no_grad()
     def adapter_tensors(self) -> dict[str, Tensor]:
