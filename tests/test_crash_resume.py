@@ -82,8 +82,8 @@ def main(backbone: str, run_dir: str, adapter_dir: str, pause: str, marker: str)
         from clinical_prompt import training
         pause_in(training, "_checksum", lambda directory: directory.name == partial, Path(marker))
     elif where == "adapter":  # the tensors are written, extractor.json is not
-        from clinical_prompt.extractors import mrc
-        pause_in(mrc, "write_json", lambda path, data: Path(path).name == "extractor.json", Path(marker))
+        from clinical_prompt.extractors.mrc import extractor
+        pause_in(extractor, "write_json", lambda path, data: Path(path).name == "extractor.json", Path(marker))
     train_and_save(backbone, Path(run_dir), Path(adapter_dir))
 
 
