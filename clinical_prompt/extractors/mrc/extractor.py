@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import load_backbone, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document
-from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
+from clinical_prompt.corpus import (
+    ConceptRow,
+    build_concept_examples,
+    build_relation_examples,
+    is_relation_row,
+    token_span_to_char_span,
+)
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import (
     DocumentPredictions,
@@ -47,6 +53,7 @@ from clinical_prompt.extractors.base import (
     save_backbone,
 )
 from clinical_prompt.extractors.mrc.questions import (
+    RelationQuestion,
     mrc_prompt_config,
     prompt_block_names,
     query_types,
@@ -297,7 +304,7 @@ class MrcExtractor(Extractor):
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
         relation_threshold = s.threshold if s.relation_threshold is None else s.relation_threshold
-        thresholds = [relation_threshold if "head" in row else s.threshold for row in rows]
+        thresholds = [relation_threshold if is_relation_row(row) else s.threshold for row in rows]
         decoded = {t: self._char_spans(rows, output, inputs, t) for t in set(thresholds)}
         return [decoded[t][i] for i, t in enumerate(thresholds)]
 
@@ -315,7 +322,7 @@ class MrcExtractor(Extractor):
         if s.relation_tails == "entities":
             start_p, end_p = torch.sigmoid(output.start_logits.float()), torch.sigmoid(output.end_logits.float())
             for i, row in enumerate(rows):
-                if "candidates" in row:
+                if is_relation_row(row):
                     spans[i] = [span for span in _scored_candidates(row, start_p[i], end_p[i]) if span[2] > threshold]
         return spans
 
@@ -339,11 +346,11 @@ class MrcExtractor(Extractor):
                 spans[i] = row_spans
         return spans
 
-    def concept_questions(self, documents: Sequence[Document]) -> list[dict]:
+    def concept_questions(self, documents: Sequence[Document]) -> list[ConceptRow]:
         """Rows asking every concept question about the bare text of ``documents`` (their annotations are ignored)."""
         return self._concept_rows([Document(doc.doc_id, doc.text) for doc in documents])
 
-    def relation_questions(self, predictions: Sequence[DocumentPredictions]) -> list[dict]:
+    def relation_questions(self, predictions: Sequence[DocumentPredictions]) -> list[RelationQuestion]:
         """Rows asking the relation questions of every entity in ``predictions``; each keeps its head's key in
         ``head``."""
         if not self.schema.relations:
@@ -363,7 +370,10 @@ class MrcExtractor(Extractor):
         return rows
 
     def add_answers(
-        self, predictions: Mapping[str, DocumentPredictions], rows: Sequence[dict], spans: Sequence[list[ScoredSpan]]
+        self,
+        predictions: Mapping[str, DocumentPredictions],
+        rows: Sequence[ConceptRow | RelationQuestion],
+        spans: Sequence[list[ScoredSpan]],
     ) -> None:
         """Add the answer spans of concept rows as entities and those of relation rows as relations to their head.
 
@@ -373,7 +383,7 @@ class MrcExtractor(Extractor):
         relation_types = {r.name: r for r in self.schema.relations}
         for row, row_spans in zip(rows, spans):
             target = predictions[row["doc_id"]]
-            if "head" not in row:
+            if not is_relation_row(row):
                 for start, end, score in row_spans:
                     target.add_entity(row["type"], start, end, score)
                 continue
@@ -545,7 +555,7 @@ class MrcExtractor(Extractor):
 
 
 
-def _scored_candidates(row: dict, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
+def _scored_candidates(row: RelationQuestion, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
     """The relation row's ``candidates`` (character spans) that its context tokens cover, each scored by the smaller
     of the start probability of its first token and the end probability of its last."""
     offsets = row["offset_mapping"]

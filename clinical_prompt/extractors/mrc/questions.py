@@ -11,11 +11,21 @@ import math
 import random
 from collections.abc import Sequence
 
-from clinical_prompt.brat import Document
+from clinical_prompt.brat import Document, Span
+from clinical_prompt.corpus import RelationRow
 from clinical_prompt.corpus.alignment import inside_word
+from clinical_prompt.extractors.base import EntityKey
 from clinical_prompt.extractors.mrc.settings import DEFAULT_VIRTUAL_TOKENS, SHARED_BLOCK
 from clinical_prompt.prompts import ClinicalPromptConfig
 from clinical_prompt.schema import TaskSchema
+
+
+class RelationQuestion(RelationRow):
+    """A relation row asked about a predicted entity: the head's key, and the spans of the entities of a tail type
+    inside the context (the answers when ``relation_tails="entities"``)."""
+
+    head: EntityKey
+    candidates: list[Span]
 
 
 def sample_negatives(rows: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
