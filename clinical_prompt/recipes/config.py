@@ -168,6 +168,10 @@ class ShapeSection:
 # --- recipes ----------------------------------------------------------------------------------------------------
 
 
+_MODEL_DIR_HELP = "a directory written by the train recipe (its model/ folder), or a hub repository ORG/NAME[@REVISION]"
+_SAVED_BACKBONE_HELP = "backbone of a frozen model saved without one (trained on a local folder): its name or folder"
+
+
 @dataclass(config=SECTION)
 class TrainRecipe:
     """``train``: fit one extractor, save it, score it on the test split, write its predictions."""
@@ -183,13 +187,11 @@ class TrainRecipe:
 class EvaluateRecipe:
     """``evaluate``: score a trained model directory on gold documents."""
 
-    model_dir: StrictStr = _field(
-        help="a directory written by the train recipe (its model/ folder), or a hub repository ORG/NAME[@REVISION]")
+    model_dir: StrictStr = _field(help=_MODEL_DIR_HELP)
     test: StrictStr = _field(path=True, help="gold documents")
     format: StrictStr = _field("brat", choices=FORMATS, help="how the gold documents are stored")
     output_dir: StrictStr = _field("runs/evaluate", help="where metrics, predictions and run.json go")
-    backbone: StrictStr | None = _field(
-        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
+    backbone: StrictStr | None = _field(None, help=_SAVED_BACKBONE_HELP)
     batch_size: StrictInt = _field(32, help="rows per forward pass")
 
 
@@ -197,13 +199,11 @@ class EvaluateRecipe:
 class ExtractRecipe:
     """``extract``: predict BRAT annotations for documents with a trained model directory."""
 
-    model_dir: StrictStr = _field(
-        help="a directory written by the train recipe (its model/ folder), or a hub repository ORG/NAME[@REVISION]")
+    model_dir: StrictStr = _field(help=_MODEL_DIR_HELP)
     input: StrictStr = _field(path=True, help="documents to annotate (their annotations are ignored)")
     format: StrictStr = _field("brat", choices=FORMATS, help="how the input documents are stored")
     output_dir: StrictStr = _field("runs/extract", help="where the predicted .txt/.ann files and run.json go")
-    backbone: StrictStr | None = _field(
-        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
+    backbone: StrictStr | None = _field(None, help=_SAVED_BACKBONE_HELP)
     batch_size: StrictInt = _field(32, help="rows per forward pass")
 
 
