@@ -79,11 +79,11 @@ def main(backbone: str, run_dir: str, adapter_dir: str, pause: str, marker: str)
         pause_in(checkpointing, "save", lambda state, path: Path(path).parent.name == partial
                  and Path(path).name == "optimizer.bin", Path(marker))
     elif where == "sealing":  # save_state is done, the COMPLETE marker not written
-        from clinical_prompt import training
-        pause_in(training, "_checksum", lambda directory: directory.name == partial, Path(marker))
+        from clinical_prompt.training import checkpoints
+        pause_in(checkpoints, "_checksum", lambda directory: directory.name == partial, Path(marker))
     elif where == "adapter":  # the tensors are written, extractor.json is not
-        from clinical_prompt.extractors import mrc
-        pause_in(mrc, "write_json", lambda path, data: Path(path).name == "extractor.json", Path(marker))
+        from clinical_prompt.extractors.mrc import extractor
+        pause_in(extractor, "write_json", lambda path, data: Path(path).name == "extractor.json", Path(marker))
     train_and_save(backbone, Path(run_dir), Path(adapter_dir))
 
 
@@ -128,10 +128,10 @@ class Run:
 
 def newest_sealed(run_dir: Path) -> Path | None:
     """The newest sealed checkpoint; every sealed one must check out (a half-written one is never sealed)."""
-    from clinical_prompt.training import _epoch_dirs, _is_complete
+    from clinical_prompt.training.checkpoints import epoch_dirs, is_complete
 
-    sealed = _epoch_dirs(run_dir / "checkpoints")
-    assert all(_is_complete(path) for path in sealed.values()), sorted(sealed)
+    sealed = epoch_dirs(run_dir / "checkpoints")
+    assert all(is_complete(path) for path in sealed.values()), sorted(sealed)
     return sealed[max(sealed)] if sealed else None
 
 

@@ -25,7 +25,8 @@ from clinical_prompt.extractors import (
     build_extractor,
     load_extractor,
 )
-from clinical_prompt.extractors.mrc import THRESHOLD_GRID, _word_masks, mrc_prompt_config, sample_negatives
+from clinical_prompt.extractors.mrc import THRESHOLD_GRID, mrc_prompt_config, sample_negatives
+from clinical_prompt.extractors.mrc.questions import word_masks
 from clinical_prompt.fit import dev_scores, fit
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
@@ -360,7 +361,7 @@ def test_hard_prompt_rows_ask_the_query_and_refuse_a_prompt_config(tiny_backbone
 def test_spans_start_and_end_only_on_word_boundaries() -> None:
     text = "take 10mg q.d. (aspirin)"
     offsets = [(0, 0), (0, 4), (5, 7), (7, 9), (10, 11), (11, 12), (12, 13), (13, 14), (15, 16), (16, 23), (23, 24)]
-    starts, ends = _word_masks(text, offsets)
+    starts, ends = word_masks(text, offsets)
     assert starts == [0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1]  # "10" starts a word, "mg" does not
     assert ends == [0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]  # "10" does not end one
 

@@ -127,7 +127,7 @@ def test_a_4bit_layer_trains_the_same_after_an_eval_forward(width):
 @pytest.mark.parametrize("quantization", QUANTIZATIONS)
 def test_the_train_recipe_trains_a_frozen_prompt_on_a_quantized_backbone(quantization, tmp_path, minilm_path,
                                                                          monkeypatch):
-    import clinical_prompt.extractors.mrc as mrc
+    import clinical_prompt.extractors.mrc.extractor as mrc
 
     tiny_backbone = save_tiny_minilm(tmp_path / "backbone", minilm_path)
 

@@ -51,7 +51,7 @@ def test_overrides_are_yaml_values_at_dotted_keys():
     assert config.training.epochs == 3
     assert config.fewshot.sizes == [3, 6, 12]
     assert config.data.train_documents is None
-    assert config.training.head_lr == 1e-3  # YAML reads 1e-3 as a string; a float field takes it
+    assert config.training.head_lr == 1e-3  # a number, as in YAML 1.2 (YAML 1.1 reads 1e-3 as a string)
     assert config.model.negative_ratio == 2.0 and isinstance(config.model.negative_ratio, float)
     assert config.data.annotated_only is False
 
@@ -85,6 +85,7 @@ def test_a_misspelled_key_in_the_file_names_the_file_and_the_key(tmp_path):
     ("training.epochs=2.5", r"training\.epochs: expected an integer, got a number"),
     ("training.epochs=true", r"training\.epochs: expected an integer, got a boolean"),
     ("training.head_lr=fast", r"training\.head_lr: expected a number, got a string"),
+    ("training.head_lr='0.001'", r"training\.head_lr: expected a number, got a string \('0\.001'\)"),
     ("data.annotated_only=maybe", r"data\.annotated_only: expected true or false, got a string"),
     ("training=5", r"training: expected a section \(mapping\), got an integer"),
     ("data.schema=null", r"data\.schema: expected a string, got null"),
@@ -94,6 +95,15 @@ def test_a_misspelled_key_in_the_file_names_the_file_and_the_key(tmp_path):
 def test_a_wrong_type_is_refused_naming_the_key_and_the_expected_type(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("train", TINY_TRAIN, [override])
+
+
+def test_every_problem_is_named_on_its_own_line():
+    with pytest.raises(ConfigError) as caught:
+        load_config("train", TINY_TRAIN, ["training.epochz=1", "model.max_length=long"])
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{TINY_TRAIN}: model.max_length: expected an integer, got a string ('long')"
+    assert lines[1].startswith(f"{TINY_TRAIN}: training.epochz: unknown key; allowed keys: epochs,")
+    assert len(lines) == 2 and caught.value.key == "model.max_length"
 
 
 def test_a_wrong_type_inside_a_list_names_the_item():

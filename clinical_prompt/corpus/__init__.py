@@ -8,10 +8,14 @@ from clinical_prompt.corpus.alignment import (
     tokenize_text,
 )
 from clinical_prompt.corpus.examples import (
+    BioRow,
+    ConceptRow,
+    RelationRow,
     bio_label_names,
     build_bio_examples,
     build_concept_examples,
     build_relation_examples,
+    is_relation_row,
     to_dataset,
 )
 from clinical_prompt.corpus.report import TypeAlignment, alignment_report, format_alignment_report
@@ -21,6 +25,9 @@ from clinical_prompt.corpus.splits import hold_out, load_split, read_mapped
 from clinical_prompt.corpus.windows import Window, document_units, pack_windows, sentence_units, window_around
 
 __all__ = [
+    "BioRow",
+    "ConceptRow",
+    "RelationRow",
     "TokenizedText",
     "TypeAlignment",
     "Window",
@@ -35,6 +42,7 @@ __all__ = [
     "document_units",
     "format_alignment_report",
     "hold_out",
+    "is_relation_row",
     "load_split",
     "pack_windows",
     "read_mapped",

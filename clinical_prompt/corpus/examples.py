@@ -1,6 +1,7 @@
 """Model examples from mapped Documents: MRC concept and relation examples, BIO examples.
 
-Every builder returns one dict per example (a row for :func:`to_dataset`):
+Every builder returns one dict per example (a row for :func:`to_dataset`; typed as :class:`ConceptRow`,
+:class:`RelationRow` and :class:`BioRow`):
 
 * ``example_id``, ``doc_id``, ``window_start``, ``window_end``: where the context lies in the document;
 * ``input_ids``, ``attention_mask``, ``token_type_ids`` (only where the tokenizer uses them);
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeGuard
 
 from clinical_prompt.brat import Document, Entity, Span
 from clinical_prompt.corpus.alignment import OUTSIDE, TokenizedText, TokenSpan, bio_tags, tokenize_text
@@ -37,6 +38,51 @@ if TYPE_CHECKING:
 IGNORE = -100
 Prompt = Literal["hard", "soft"]
 HeadMarking = Literal["markers", "segment"]
+
+
+class _TokenTypes(TypedDict, total=False):
+    token_type_ids: list[int]  # only where the tokenizer uses them
+
+
+class EncodedRow(_TokenTypes):
+    """Where a row's context lies in its document and the model inputs of the row."""
+
+    example_id: str
+    doc_id: str
+    window_start: int
+    window_end: int
+    input_ids: list[int]
+    attention_mask: list[int]
+    offset_mapping: list[Span]
+
+
+class ConceptRow(EncodedRow):
+    """An MRC concept question: one window x concept type, with its start/end/span labels."""
+
+    type: str
+    prompt_id: int
+    start_labels: list[int]
+    end_labels: list[int]
+    span_labels: list[list[int]]
+
+
+class RelationRow(ConceptRow):
+    """An MRC relation question: one head entity x relation type; the labels mark the head's tails."""
+
+    head_id: str
+    head_start: int
+    head_end: int
+
+
+class BioRow(EncodedRow):
+    """A BIO tagging window."""
+
+    labels: list[int]
+
+
+def is_relation_row(row: ConceptRow | RelationRow) -> TypeGuard[RelationRow]:
+    """Whether an MRC row asks a relation question (it names a head entity) rather than a concept question."""
+    return "head_id" in row
 
 
 class _Layout:
@@ -182,13 +228,13 @@ def build_concept_examples(
     max_length: int = 512,
     prompt: Prompt = "hard",
     num_virtual_tokens: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[ConceptRow]:
     """One MRC example per window x concept type of ``schema`` (windows with no gold span included)."""
     layout = _Layout(tokenizer, pair=prompt == "hard")
     queries = _ids(tokenizer, [c.query for c in schema.concepts]) if prompt == "hard" else [None] * len(schema.concepts)
     longest = max((len(q) for q in queries if q is not None), default=0)
     budget = _budget(max_length, num_virtual_tokens, layout.num_special, longest)
-    rows = []
+    rows: list[ConceptRow] = []
     for doc in documents:
         aligned = _AlignedDocument.of(doc, tokenizer)
         by_type = defaultdict(list)
@@ -237,7 +283,7 @@ def build_relation_examples(
     head_marking: HeadMarking = "markers",
     markers: tuple[str, str] = ("[", "]"),
     neighbours: int = 1,
-) -> list[dict[str, Any]]:
+) -> list[RelationRow]:
     """One MRC example per head entity x relation type whose ``heads`` hold the head's type.
 
     The context is the head's sentence widened by up to ``neighbours`` sentences on each side (within the
@@ -254,7 +300,7 @@ def build_relation_examples(
     if prompt == "soft" and head_marking == "segment" and not layout.with_type_ids:
         raise ValueError("head_marking='segment' needs a tokenizer with token_type_ids; use 'markers'")
     reserved = num_virtual_tokens + layout.num_special + len(marker_ids[0]) + len(marker_ids[1])
-    rows = []
+    rows: list[RelationRow] = []
     for doc in documents:
         aligned = _AlignedDocument.of(doc, tokenizer)
         tails = _tails(doc, schema)
@@ -313,12 +359,12 @@ def build_bio_examples(
     concept_names: Sequence[str],
     *,
     max_length: int = 512,
-) -> list[dict[str, Any]]:
+) -> list[BioRow]:
     """One BIO tagging example per window (no prompt); overlapping entities are tagged as :func:`bio_tags` says."""
     layout = _Layout(tokenizer, pair=False)
     label_ids = {name: i for i, name in enumerate(bio_label_names(concept_names))}
     budget = _budget(max_length, layout.num_special)
-    rows = []
+    rows: list[BioRow] = []
     for doc in documents:
         aligned = _AlignedDocument.of(doc, tokenizer)
         entities = [e for e in doc.entities.values() if f"B-{e.type}" in label_ids]

@@ -1,27 +1,33 @@
-"""Recipe configs: a dataclass tree loaded from YAML plus ``key=value`` dotted overrides, checked strictly.
+"""Recipe configs: sections of pydantic dataclasses loaded from YAML plus ``key=value`` dotted overrides, checked
+strictly.
 
 A YAML file is the single source of truth of a run. :func:`load_config` reads it, applies overrides such as
-``training.epochs=5`` or ``fewshot.sizes=[5,10]`` (values are YAML), and refuses, before any work, an unknown key
-(naming it and listing the allowed keys), a value of the wrong type (naming the key and the expected type), a
-value outside a field's choices (listing them) and a path that does not exist. Relative paths are relative to the
-working directory; ``bundled:maccrobat2020`` names the corpus shipped in the package.
+``training.epochs=5`` or ``fewshot.sizes=[5,10]`` (values are YAML, with YAML 1.2 numbers: ``1e-3`` is a number), and
+refuses, before any work, an unknown key (naming it and listing the allowed keys), a value of the wrong type (naming
+the key and the expected type; no coercion: ``"3"`` is not an integer, ``true`` is not a number), a value outside a
+field's choices (listing them) and a path that does not exist; one message names every such problem, each on its own
+line. Relative paths are relative to the working directory; ``bundled:maccrobat2020`` names the corpus shipped in
+the package.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import os
-import types
+import re
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from clinical_prompt.backbone import backbone_problem
 from clinical_prompt.errors import ClinicalPromptError
+from clinical_prompt.extractors.mrc.settings import PROMPT_SHARING
 from clinical_prompt.layout import EXTRACTOR_FILE
 from clinical_prompt.prompts.config import DEPTHS, PROMPT_INITS, REPARAMETERIZATIONS
 from clinical_prompt.pull import parse_repo_id
@@ -31,95 +37,96 @@ from clinical_prompt.schema import SchemaError, load_schema
 from clinical_prompt.strategies import STRATEGIES
 from clinical_prompt.training import MIXED_PRECISION, TrainingConfig
 
-PROMPT_SHARING = ("per-type", "shared")
 FEWSHOT_UNITS = ("documents", "sentences")
 SOFT_STRATEGIES = tuple(name for name, spec in STRATEGIES.items() if spec.uses_soft_prompts)
+SECTION = ConfigDict(extra="forbid")  # every section: an unknown key is an error
 
 C = TypeVar("C")
 
 
 class ConfigError(ClinicalPromptError, ValueError):
-    """An invalid recipe config; ``key`` is the dotted key at fault (``""`` for the whole file)."""
+    """An invalid recipe config: ``problems`` holds each ``(dotted key, problem)`` (key ``""`` for the whole file),
+    ``key`` and ``problem`` the first; the message gives each on its own line, after the source file."""
 
-    def __init__(self, key: str, problem: str, source: str | None = None) -> None:
+    def __init__(self, key: str, problem: str, source: str | None = None, *,
+                 more: Sequence[tuple[str, str]] = ()) -> None:
+        self.problems = [(key, problem), *more]
         self.key, self.problem, self.source = key, problem, source
-        where = ": ".join(part for part in (source, key) if part)
-        super().__init__(f"{where}: {problem}" if where else problem)
+        lines = [": ".join(part for part in (source, key, problem) if part) for key, problem in self.problems]
+        super().__init__("\n".join(lines))
 
 
 def _field(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[str] = (), path: bool = False,
            factory: Any = dataclasses.MISSING) -> Any:
-    metadata = {"help": help, "choices": tuple(choices), "path": path}
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return field(default=default, default_factory=factory,
+                 metadata={"help": help, "choices": tuple(choices), "path": path})
 
 
 # --- sections ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(config=SECTION)
 class DataConfig:
     """One corpus mapped onto a schema, split into train and test."""
 
-    train: str | None = _field(None, path=True, help="training documents (a folder or file in `format`)")
-    test: str | None = _field(None, path=True, help="test documents; null: hold out test_documents of train")
-    schema: str = _field("maccrobat-med", help="built-in schema name or schema YAML file")
-    format: str = _field("brat", choices=FORMATS, help="how the corpus is stored")
-    test_documents: int | None = _field(
+    train: StrictStr | None = _field(None, path=True, help="training documents (a folder or file in `format`)")
+    test: StrictStr | None = _field(None, path=True, help="test documents; null: hold out test_documents of train")
+    schema: StrictStr = _field("maccrobat-med", help="built-in schema name or schema YAML file")
+    format: StrictStr = _field("brat", choices=FORMATS, help="how the corpus is stored")
+    test_documents: StrictInt | None = _field(
         None, help="with test: a seeded sample of this many (null: all); without: the last this many of train")
-    train_documents: int | None = _field(None, help="a seeded sample of this many training documents (null: all)")
-    annotated_only: bool = _field(False, help="train only on documents with at least one concept of the schema")
-    dev_fraction: float = _field(0.1, help="share of the training documents kept for dev scoring")
+    train_documents: StrictInt | None = _field(None, help="a seeded sample of this many training documents (null: all)")
+    annotated_only: StrictBool = _field(False, help="train only on documents with at least one concept of the schema")
+    dev_fraction: StrictFloat = _field(0.1, help="share of the training documents kept for dev scoring")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ModelConfig:
     """What is trained: the strategy, the backbone and how rows are built."""
 
-    strategy: str = _field("soft-prompt-frozen", choices=tuple(STRATEGIES), help="training strategy")
-    backbone: str = _field("minilm", help="minilm, mpnet, a hub id or a local model folder")
-    max_length: int = _field(256, help="tokens per row, prompt and query included")
-    negative_ratio: float | None = _field(
+    strategy: StrictStr = _field("soft-prompt-frozen", choices=tuple(STRATEGIES), help="training strategy")
+    backbone: StrictStr = _field("minilm", help="minilm, mpnet, a hub id or a local model folder")
+    max_length: StrictInt = _field(256, help="tokens per row, prompt and query included")
+    negative_ratio: StrictFloat | None = _field(
         1.0, help="MRC strategies: training rows without a gold answer kept per row with one (null: all)")
-    head_dropout: float = _field(0.3, help="MRC strategies: dropout of the span head while training")
-    quantization: str | None = _field(
+    head_dropout: StrictFloat = _field(0.3, help="MRC strategies: dropout of the span head while training")
+    quantization: StrictStr | None = _field(
         None, choices=QUANTIZATIONS, help="soft-prompt-frozen: an 8bit or 4bit backbone through bitsandbytes")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class PromptSection:
     """The soft prompt (strategies soft-prompt and soft-prompt-frozen)."""
 
-    num_virtual_tokens: int = _field(16, help="virtual tokens per prompt block")
-    depth: str = _field("deep", choices=DEPTHS, help="input-layer tokens or key/value prefixes in every layer")
-    reparameterization: str = _field("none", choices=REPARAMETERIZATIONS, help="trained through an MLP or LSTM")
-    prompt_init: str = _field("query", choices=PROMPT_INITS, help="how the prompt tables start")
-    sharing: str = _field(
+    num_virtual_tokens: StrictInt = _field(16, help="virtual tokens per prompt block")
+    depth: StrictStr = _field("deep", choices=DEPTHS, help="input-layer tokens or key/value prefixes in every layer")
+    reparameterization: StrictStr = _field("none", choices=REPARAMETERIZATIONS, help="trained through an MLP or LSTM")
+    prompt_init: StrictStr = _field("query", choices=PROMPT_INITS, help="how the prompt tables start")
+    sharing: StrictStr = _field(
         "per-type", choices=PROMPT_SHARING, help="one block per concept and relation type, or one shared block")
-    prompt_dropout: float = _field(0.0, help="dropout on the prompt vectors while training")
-    encoder_hidden_size: int | None = _field(None, help="MLP bottleneck or LSTM size (null: the hidden size)")
+    prompt_dropout: StrictFloat = _field(0.0, help="dropout on the prompt vectors while training")
+    encoder_hidden_size: StrictInt | None = _field(None, help="MLP bottleneck or LSTM size (null: the hidden size)")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class TrainingSection:
     """How long and how fast; null learning rates take the strategy's defaults."""
 
-    epochs: int = _field(3, help="passes over the training rows")
-    batch_size: int = _field(8, help="rows per batch on each process")
-    gradient_accumulation_steps: int = _field(1, help="batches per optimizer step")
-    eval_batch_size: int = _field(32, help="rows per forward pass when extracting")
-    backbone_lr: float | None = _field(None, help="backbone learning rate (null: the strategy's)")
-    head_lr: float | None = _field(None, help="head learning rate (null: the strategy's)")
-    prompt_lr: float | None = _field(None, help="prompt learning rate (null: the strategy's)")
-    weight_decay: float = _field(0.01, help="AdamW weight decay")
-    warmup_ratio: float = _field(0.0, help="share of optimizer steps with linear warmup")
-    eval_every_epoch: bool = _field(True, help="score dev after every epoch, else after the last only")
-    early_stopping_patience: int | None = _field(None, help="stop after this many epochs without dev gain")
-    load_best_at_end: bool = _field(True, help="restore the epoch with the best dev strict F1")
-    mixed_precision: str = _field("auto", choices=MIXED_PRECISION, help="auto: bf16 where the GPU has it")
-    seed: int = _field(42, help="seed of the weights, the data order and every sample")
-    keep_checkpoints: bool = _field(False, help="keep the per-epoch checkpoints after training")
+    epochs: StrictInt = _field(3, help="passes over the training rows")
+    batch_size: StrictInt = _field(8, help="rows per batch on each process")
+    gradient_accumulation_steps: StrictInt = _field(1, help="batches per optimizer step")
+    eval_batch_size: StrictInt = _field(32, help="rows per forward pass when extracting")
+    backbone_lr: StrictFloat | None = _field(None, help="backbone learning rate (null: the strategy's)")
+    head_lr: StrictFloat | None = _field(None, help="head learning rate (null: the strategy's)")
+    prompt_lr: StrictFloat | None = _field(None, help="prompt learning rate (null: the strategy's)")
+    weight_decay: StrictFloat = _field(0.01, help="AdamW weight decay")
+    warmup_ratio: StrictFloat = _field(0.0, help="share of optimizer steps with linear warmup")
+    eval_every_epoch: StrictBool = _field(True, help="score dev after every epoch, else after the last only")
+    early_stopping_patience: StrictInt | None = _field(None, help="stop after this many epochs without dev gain")
+    load_best_at_end: StrictBool = _field(True, help="restore the epoch with the best dev strict F1")
+    mixed_precision: StrictStr = _field("auto", choices=MIXED_PRECISION, help="auto: bf16 where the GPU has it")
+    seed: StrictInt = _field(42, help="seed of the weights, the data order and every sample")
+    keep_checkpoints: StrictBool = _field(False, help="keep the per-epoch checkpoints after training")
 
     def training_config(self, output_dir: Path, *, dev: bool = True) -> TrainingConfig:
         """The library's :class:`TrainingConfig` of this section; no early stopping without dev documents."""
@@ -132,77 +139,79 @@ class TrainingSection:
         )
 
 
-@dataclass
+@dataclass(config=SECTION)
 class FewshotSection:
     """The few-shot sweep: training sizes x strategies x seeds."""
 
-    unit: str = _field("documents", choices=FEWSHOT_UNITS, help="what sizes count")
-    sizes: list[int] = _field(factory=lambda: [5, 10, 20], help="training sizes; samples are nested")
-    strategies: list[str] = _field(
+    unit: StrictStr = _field("documents", choices=FEWSHOT_UNITS, help="what sizes count")
+    sizes: list[StrictInt] = _field(factory=lambda: [5, 10, 20], help="training sizes; samples are nested")
+    strategies: list[StrictStr] = _field(
         factory=list, choices=tuple(STRATEGIES), help="strategies to sweep (empty: model.strategy)")
-    seeds: list[int] = _field(factory=lambda: [1, 2, 3], help="one sample and run per seed")
+    seeds: list[StrictInt] = _field(factory=lambda: [1, 2, 3], help="one sample and run per seed")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ShapeSection:
     """The prompt shape study: each axis varied alone around the `prompt` section."""
 
-    strategies: list[str] = _field(factory=list, choices=SOFT_STRATEGIES, help="empty: model.strategy")
-    num_virtual_tokens: list[int] = _field(factory=lambda: [4, 16, 64], help="prompt lengths")
-    depth: list[str] = _field(factory=lambda: list(DEPTHS), choices=DEPTHS, help="depths")
-    reparameterization: list[str] = _field(
+    strategies: list[StrictStr] = _field(factory=list, choices=SOFT_STRATEGIES, help="empty: model.strategy")
+    num_virtual_tokens: list[StrictInt] = _field(factory=lambda: [4, 16, 64], help="prompt lengths")
+    depth: list[StrictStr] = _field(factory=lambda: list(DEPTHS), choices=DEPTHS, help="depths")
+    reparameterization: list[StrictStr] = _field(
         factory=lambda: list(REPARAMETERIZATIONS), choices=REPARAMETERIZATIONS, help="reparameterizations")
-    sharing: list[str] = _field(factory=lambda: list(PROMPT_SHARING), choices=PROMPT_SHARING, help="block sharing")
-    prompt_init: list[str] = _field(factory=lambda: list(PROMPT_INITS), choices=PROMPT_INITS, help="initializations")
+    sharing: list[StrictStr] = _field(
+        factory=lambda: list(PROMPT_SHARING), choices=PROMPT_SHARING, help="block sharing")
+    prompt_init: list[StrictStr] = _field(
+        factory=lambda: list(PROMPT_INITS), choices=PROMPT_INITS, help="initializations")
 
 
 # --- recipes ----------------------------------------------------------------------------------------------------
 
 
-@dataclass
+_MODEL_DIR_HELP = "a directory written by the train recipe (its model/ folder), or a hub repository ORG/NAME[@REVISION]"
+_SAVED_BACKBONE_HELP = "backbone of a frozen model saved without one (trained on a local folder): its name or folder"
+
+
+@dataclass(config=SECTION)
 class TrainRecipe:
     """``train``: fit one extractor, save it, score it on the test split, write its predictions."""
 
-    output_dir: str = _field("runs/train", help="where the model, metrics and run.json go")
+    output_dir: StrictStr = _field("runs/train", help="where the model, metrics and run.json go")
     data: DataConfig = _field(factory=DataConfig, help="the corpus")
     model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
     prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
     training: TrainingSection = _field(factory=TrainingSection, help="training settings")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class EvaluateRecipe:
     """``evaluate``: score a trained model directory on gold documents."""
 
-    model_dir: str = _field(help="a directory written by the train recipe (its model/ folder), or a hub repository "
-                                 "ORG/NAME[@REVISION]")
-    test: str = _field(path=True, help="gold documents")
-    format: str = _field("brat", choices=FORMATS, help="how the gold documents are stored")
-    output_dir: str = _field("runs/evaluate", help="where metrics, predictions and run.json go")
-    backbone: str | None = _field(
-        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
-    batch_size: int = _field(32, help="rows per forward pass")
+    model_dir: StrictStr = _field(help=_MODEL_DIR_HELP)
+    test: StrictStr = _field(path=True, help="gold documents")
+    format: StrictStr = _field("brat", choices=FORMATS, help="how the gold documents are stored")
+    output_dir: StrictStr = _field("runs/evaluate", help="where metrics, predictions and run.json go")
+    backbone: StrictStr | None = _field(None, help=_SAVED_BACKBONE_HELP)
+    batch_size: StrictInt = _field(32, help="rows per forward pass")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ExtractRecipe:
     """``extract``: predict BRAT annotations for documents with a trained model directory."""
 
-    model_dir: str = _field(help="a directory written by the train recipe (its model/ folder), or a hub repository "
-                                 "ORG/NAME[@REVISION]")
-    input: str = _field(path=True, help="documents to annotate (their annotations are ignored)")
-    format: str = _field("brat", choices=FORMATS, help="how the input documents are stored")
-    output_dir: str = _field("runs/extract", help="where the predicted .txt/.ann files and run.json go")
-    backbone: str | None = _field(
-        None, help="backbone of a frozen model saved without one (trained on a local folder): its name or folder")
-    batch_size: int = _field(32, help="rows per forward pass")
+    model_dir: StrictStr = _field(help=_MODEL_DIR_HELP)
+    input: StrictStr = _field(path=True, help="documents to annotate (their annotations are ignored)")
+    format: StrictStr = _field("brat", choices=FORMATS, help="how the input documents are stored")
+    output_dir: StrictStr = _field("runs/extract", help="where the predicted .txt/.ann files and run.json go")
+    backbone: StrictStr | None = _field(None, help=_SAVED_BACKBONE_HELP)
+    batch_size: StrictInt = _field(32, help="rows per forward pass")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class FewshotRecipe:
     """``fewshot``: learning curves over training sizes, strategies and seeds."""
 
-    output_dir: str = _field("runs/fewshot", help="where the table, plot and run.json go")
+    output_dir: StrictStr = _field("runs/fewshot", help="where the table, plot and run.json go")
     data: DataConfig = _field(factory=DataConfig, help="the corpus")
     model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
     prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
@@ -210,37 +219,37 @@ class FewshotRecipe:
     fewshot: FewshotSection = _field(factory=FewshotSection, help="the sweep")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class TransferRecipe:
     """``transfer``: train on a source corpus, score in-domain and on a target corpus with the same types."""
 
-    output_dir: str = _field("runs/transfer", help="where the table, plot and run.json go")
+    output_dir: StrictStr = _field("runs/transfer", help="where the table, plot and run.json go")
     source: DataConfig = _field(factory=DataConfig, help="corpus A: train and in-domain test")
     target: DataConfig = _field(factory=DataConfig, help="corpus B: its test split is scored")
-    strategies: list[str] = _field(factory=list, choices=tuple(STRATEGIES), help="empty: model.strategy")
+    strategies: list[StrictStr] = _field(factory=list, choices=tuple(STRATEGIES), help="empty: model.strategy")
     model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
     prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
     training: TrainingSection = _field(factory=TrainingSection, help="training settings")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class CompareRecipe:
     """``compare``: the grid of strategies x backbones x corpora."""
 
-    output_dir: str = _field("runs/compare", help="where the table, plot and run.json go")
+    output_dir: StrictStr = _field("runs/compare", help="where the table, plot and run.json go")
     corpora: dict[str, DataConfig] = _field(factory=dict, help="corpus name -> corpus")
-    strategies: list[str] = _field(factory=lambda: list(STRATEGIES), choices=tuple(STRATEGIES), help="strategies")
-    backbones: list[str] = _field(factory=lambda: ["minilm"], help="names, hub ids or folders; absent ones skip")
+    strategies: list[StrictStr] = _field(factory=lambda: list(STRATEGIES), choices=tuple(STRATEGIES), help="strategies")
+    backbones: list[StrictStr] = _field(factory=lambda: ["minilm"], help="names, hub ids or folders; absent ones skip")
     model: ModelConfig = _field(factory=ModelConfig, help="row settings (strategy and backbone come from the grid)")
     prompt: PromptSection = _field(factory=PromptSection, help="soft prompt shape")
     training: TrainingSection = _field(factory=TrainingSection, help="training settings")
 
 
-@dataclass
+@dataclass(config=SECTION)
 class ShapeRecipe:
     """``shape``: F1 against trainable parameters over soft prompt shapes."""
 
-    output_dir: str = _field("runs/shape", help="where the table, plot and run.json go")
+    output_dir: StrictStr = _field("runs/shape", help="where the table, plot and run.json go")
     data: DataConfig = _field(factory=DataConfig, help="the corpus")
     model: ModelConfig = _field(factory=ModelConfig, help="strategy and backbone")
     prompt: PromptSection = _field(factory=PromptSection, help="the base shape every variant starts from")
@@ -262,6 +271,14 @@ RECIPES: dict[str, type] = {
 # --- loading ----------------------------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` and ``1E5`` are numbers (YAML 1.1 reads them as strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+.0123456789"))
+
+
 def load_config(recipe: str | type[C], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> C:
     """The config of ``recipe`` (a name in :data:`RECIPES` or a config dataclass of the same kind, whose ``check()``
     raises :class:`ConfigError` on a problem across fields) from the YAML file at ``path`` (or the defaults) with
@@ -271,7 +288,7 @@ def load_config(recipe: str | type[C], path: str | os.PathLike | None = None, ov
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
         except FileNotFoundError:
             raise ConfigError("", "config file not found", source) from None
         except yaml.YAMLError as error:
@@ -284,8 +301,15 @@ def load_config(recipe: str | type[C], path: str | os.PathLike | None = None, ov
     for override in overrides:
         _apply_override(data, override)
     try:
-        config = _build(cls, data, "")
-        _check_paths(config, "")
+        # A tuple around the class: the adapter's config then reaches plain dataclasses too (a benchmark's own).
+        (config,) = TypeAdapter(tuple[cls], config=SECTION).validate_python((data,))
+    except ValidationError as error:
+        problems = [_problem(cls, item) for item in error.errors()]
+        raise ConfigError(*problems[0], source, more=problems[1:]) from None
+    problems = list(_field_problems(config))
+    if problems:
+        raise ConfigError(*problems[0], source, more=problems[1:])
+    try:
         check_recipe(config)
     except ConfigError as error:
         raise ConfigError(error.key, error.problem, source) from None
@@ -297,7 +321,7 @@ def _apply_override(data: dict, override: str) -> None:
     if not sep or not key.strip():
         raise ConfigError("", f"override {override!r} is not key=value (e.g. training.epochs=3)")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
         raise ConfigError(key, f"override value {text!r} is not valid YAML") from None
     *parents, last = key.strip().split(".")
@@ -314,95 +338,58 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _type_name(kind: Any) -> str:
-    if kind is type(None):
-        return "null"
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(kind))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(kind)[0])}"
-    if origin is dict:
-        return f"a mapping of names to {_type_name(typing.get_args(kind)[1])}"
-    if dataclasses.is_dataclass(kind):
-        return "a section (mapping)"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
+_EXPECTED = {  # pydantic's error type -> what the field takes
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "an integer"),
+    **dict.fromkeys(("float_type", "float_parsing"), "a number"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "true or false"),
+    "string_type": "a string", "dataclass_type": "a section (mapping)", "dict_type": "a mapping", "list_type": "a list",
+}
 
 
-def _build(cls: type[C], data: Any, prefix: str) -> C:
-    if not isinstance(data, dict):
-        raise ConfigError(prefix, f"expected a section (mapping), got {_value_name(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [key for key in data if key not in fields]
-    if unknown:
-        raise ConfigError(_join(prefix, str(unknown[0])), f"unknown key; allowed keys: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, spec in fields.items():
-        key = _join(prefix, name)
-        if name not in data:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-                raise ConfigError(key, f"required ({spec.metadata['help']})")
-            continue
-        values[name] = _convert(hints[name], data[name], key, spec.metadata.get("choices", ()))
-    return cls(**values)
-
-
-def _value_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _convert(kind: Any, value: Any, key: str, choices: Sequence[str]) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        if value is None:
-            raise ConfigError(key, f"expected {_type_name(kind)}, got null")
-        return _convert(inner, value, key, choices)
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)}")
-        return [_convert(args[0], item, f"{key}[{i}]", choices) for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)}")
-        return {str(name): _convert(args[1], item, _join(key, str(name)), choices) for name, item in value.items()}
-    if kind is float and isinstance(value, str):
-        try:
-            value = float(value)  # YAML 1.1 reads 1e-3 as a string
-        except ValueError:
-            pass
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[kind]
-    if not ok:
+def _problem(cls: type, error: Any) -> tuple[str, str]:
+    """``(dotted key, problem)`` of one pydantic error about the config of class ``cls``."""
+    loc = error["loc"][1:]  # past the tuple around the class
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    if error["type"] in ("unexpected_keyword_argument", "missing"):
+        fields = {spec.name: spec for spec in dataclasses.fields(_type_at(cls, loc[:-1]))}
+        if error["type"] == "missing":
+            return key, f"required ({fields[loc[-1]].metadata['help']})"
+        return key, f"unknown key; allowed keys: {', '.join(fields)}"
+    if error["type"] not in _EXPECTED:
+        return key, error["msg"]
+    value = error["input"]
+    got = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+           dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    if not isinstance(value, (dict, list, type(None))):
         hint = "; YAML reads unquoted yes/no/on/off as booleans: quote the value" if isinstance(value, bool) else ""
-        raise ConfigError(key, f"expected {_type_name(kind)}, got {_value_name(value)} ({value!r}{hint})")
-    if choices and value not in choices:
-        raise ConfigError(key, f"{value!r} is not allowed; allowed values: {', '.join(choices)}")
-    return float(value) if kind is float else value
+        got += f" ({value!r}{hint})"
+    return key, f"expected {_EXPECTED[error['type']]}, got {got}"
 
 
-def _check_paths(config: Any, prefix: str) -> None:
-    """Every set path field must exist (``bundled:`` names resolve to the package's corpora)."""
+def _type_at(cls: type, loc: Sequence[str | int]) -> Any:
+    """The type at ``loc`` (field names, mapping keys, list indices) inside config class ``cls``."""
+    kind: Any = cls
+    for part in loc:
+        kind = typing.get_type_hints(kind)[part] if dataclasses.is_dataclass(kind) else typing.get_args(kind)[-1]
+    return kind
+
+
+def _field_problems(config: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(dotted key, problem)`` for each value outside its field's choices and each set path field that does not
+    exist (``bundled:`` names resolve to the package's corpora), in every section of ``config``."""
     for spec in dataclasses.fields(config):
         value, key = getattr(config, spec.name), _join(prefix, spec.name)
+        choices = spec.metadata.get("choices")
+        items = {f"{key}[{i}]": item for i, item in enumerate(value)} if isinstance(value, list) else {key: value}
+        for item_key, item in items.items():
+            if choices and item is not None and item not in choices:
+                yield item_key, f"{item!r} is not allowed; allowed values: {', '.join(choices)}"
         if spec.metadata.get("path") and value is not None and not resolve_corpus_path(value).exists():
-            raise ConfigError(key, f"path {value} does not exist (relative paths start at {Path.cwd()})")
-        if dataclasses.is_dataclass(value):
-            _check_paths(value, key)
-        elif isinstance(value, dict):
-            for name, item in value.items():
-                if dataclasses.is_dataclass(item):
-                    _check_paths(item, _join(key, name))
+            yield key, f"path {value} does not exist (relative paths start at {Path.cwd()})"
+        sections = {_join(key, name): item for name, item in value.items()} if isinstance(value, dict) else {key: value}
+        for section_key, section in sections.items():
+            if dataclasses.is_dataclass(section):
+                yield from _field_problems(section, section_key)
 
 
 # --- cross-field checks -----------------------------------------------------------------------------------------

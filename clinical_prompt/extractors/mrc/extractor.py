@@ -8,8 +8,8 @@ frozen: only the prompts and the head train).
 
 Questions: one per window x concept type; one per head entity x relation type whose ``heads`` hold the head's type,
 the head mention in the query (hard) or marked in the context (soft: ``head_marking="markers"`` wraps it in ``[``
-``]``, ``"segment"`` gives its tokens token type 1). Spans start and end only on word boundaries: a token starts
-(ends) a word unless the characters on both sides of its start (end) are letters or digits, so ``10mg`` is one word.
+``]``, ``"segment"`` gives its tokens token type 1); spans start and end only on word boundaries (see
+:mod:`clinical_prompt.extractors.mrc.questions`).
 
 End-to-end :meth:`MrcExtractor.extract`: concept questions over the bare text give the entities; each predicted
 entity then asks the relation questions of its type, and each decoded tail becomes a relation to the predicted
@@ -17,22 +17,14 @@ entity of a tail type with the same span, in the order of ``RelationType.tails``
 entity is added as a new entity of the relation type's first tail type: the relation question was asked about this
 very head, so its answer is kept rather than lost (for relation types with several tail types that first type may
 be wrong). Entities and relations are de-duplicated.
-
-Saved layout: ``extractor.json`` (kind, strategy, settings, public backbone id), ``schema.json``, ``labels.json``
-(the query types in prompt order); soft prompts: ``adapter_config.json`` + ``adapter_model.safetensors`` (prompt
-tables and ``heads.*``, the :meth:`PromptedEncoder.save_pretrained` layout); hard prompt: ``heads.safetensors``;
-strategies that train the backbone: ``backbone/`` (``save_pretrained`` safetensors and the tokenizer).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import save
@@ -42,9 +34,13 @@ from tqdm.auto import tqdm
 from clinical_prompt.atomic import write_bytes, write_json
 from clinical_prompt.backbone import load_backbone, load_tokenizer, public_model_id
 from clinical_prompt.brat import Document
-from clinical_prompt.corpus import build_concept_examples, build_relation_examples, token_span_to_char_span
-from clinical_prompt.corpus.alignment import inside_word
-from clinical_prompt.corpus.examples import HeadMarking
+from clinical_prompt.corpus import (
+    ConceptRow,
+    build_concept_examples,
+    build_relation_examples,
+    is_relation_row,
+    token_span_to_char_span,
+)
 from clinical_prompt.evaluation import evaluate_documents
 from clinical_prompt.extractors.base import (
     DocumentPredictions,
@@ -54,138 +50,33 @@ from clinical_prompt.extractors.base import (
     length_batches,
     pad_encoder_inputs,
     pad_rows,
-    read_saved_meta,
     save_backbone,
 )
-from clinical_prompt.heads.span import DECODING_MODES, SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
+from clinical_prompt.extractors.mrc.questions import (
+    RelationQuestion,
+    mrc_prompt_config,
+    prompt_block_names,
+    query_types,
+    sample_negatives,
+    with_word_masks,
+)
+from clinical_prompt.extractors.mrc.saved import SavedExtractor, read_saved
+from clinical_prompt.extractors.mrc.settings import KIND, THRESHOLD_GRID, MrcSettings, ScoredSpan, span_head
+from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
 from clinical_prompt.layout import (
     BACKBONE_DIR,
-    CONFIG_NAME,
     EXTRACTOR_FILE,
     HEADS_FILE,
     HEADS_PREFIX,
     LABELS_FILE,
     SCHEMA_FILE,
-    AdapterFormatError,
-    read_json,
     read_safetensors,
     saved_backbone,
 )
 from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
-from clinical_prompt.prompts.model import read_adapter_config
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 from clinical_prompt.training import default_param_groups
-
-KIND = "mrc"
-ScoredSpan = tuple[int, int, float]  # document characters [start, end) and the span's score
-DEFAULT_VIRTUAL_TOKENS = 16
-THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-PROMPT_SHARING = ("per-type", "shared")
-RELATION_TAILS = ("spans", "entities")
-SHARED_BLOCK = "shared"
-
-
-@dataclass(frozen=True)
-class MrcSettings:
-    """Row building and decoding settings of an MRC extractor (saved in ``extractor.json``).
-
-    ``max_length``: tokens per row, prompt and query included. ``head_marking``: how soft-prompt relation rows show
-    the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
-    ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
-    and match probabilities of concept rows, ``relation_threshold`` of relation rows (``None``: ``threshold``);
-    ``relation_tails``: a relation question's answers are the spans it decodes (``"spans"``) or the entities of a
-    tail type already found in its context, each scored by the question's start probability at its first token and
-    end probability at its last (``"entities"``: concept questions, trained on every mention, fix the boundaries;
-    the relation question only links);
-    ``max_span_len`` in tokens (``None``: unbounded). ``head_dropout``, ``match_floor`` and ``positive_weight``: the
-    span head's (see :class:`~clinical_prompt.heads.span.SpanHead`).
-    ``negative_ratio``: training keeps at most this many concept rows without a gold span per row with one
-    (``None``: all). ``prompt_sharing`` (soft prompts): ``"per-type"``, one prompt block per query type in place of
-    the query, or ``"shared"``, one block for every query, the rows keeping the hard query so the type stays known.
-    """
-
-    max_length: int = 256
-    head_marking: HeadMarking = "markers"
-    neighbours: int = 1
-    decoding: Literal["flat", "scored", "nested"] = "flat"
-    threshold: float = 0.5
-    relation_threshold: float | None = None
-    relation_tails: Literal["spans", "entities"] = "entities"
-    max_span_len: int | None = 32
-    head_dropout: float = 0.3
-    match_floor: float = 0.05
-    positive_weight: float = 3.0
-    negative_ratio: float | None = None
-    prompt_sharing: Literal["per-type", "shared"] = "per-type"
-
-    def __post_init__(self) -> None:
-        if self.head_marking not in ("markers", "segment"):
-            raise ValueError(f"head_marking must be 'markers' or 'segment', got {self.head_marking!r}")
-        if self.neighbours < 0:
-            raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
-        if self.relation_tails not in RELATION_TAILS:
-            raise ValueError(f"relation_tails must be 'spans' or 'entities', got {self.relation_tails!r}")
-        if self.decoding not in DECODING_MODES:
-            raise ValueError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
-        for name in ("threshold", "relation_threshold"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
-        if self.max_span_len is not None and self.max_span_len < 1:
-            raise ValueError(f"max_span_len must be >= 1 or None, got {self.max_span_len}")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
-        if self.negative_ratio is not None and self.negative_ratio < 0:
-            raise ValueError(f"negative_ratio must be >= 0 or None, got {self.negative_ratio}")
-        if self.prompt_sharing not in PROMPT_SHARING:
-            raise ValueError(f"prompt_sharing must be 'per-type' or 'shared', got {self.prompt_sharing!r}")
-
-
-def span_head(hidden_size: int, settings: MrcSettings) -> SpanHead:
-    """A new span head for encoder states of ``hidden_size``, shaped and trained as ``settings`` say."""
-    return SpanHead(hidden_size, settings.head_dropout, max_span_len=settings.max_span_len,
-                    match_floor=settings.match_floor, positive_weight=settings.positive_weight)
-
-
-def sample_negatives(rows: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
-    """Every row with a gold span, and at most ``ceil(ratio x that count)`` rows without one, drawn with ``seed``;
-    row order is kept."""
-    negatives = [i for i, row in enumerate(rows) if not row["span_labels"]]
-    keep = min(len(negatives), math.ceil(ratio * (len(rows) - len(negatives))))
-    dropped = set(negatives) - set(random.Random(seed).sample(negatives, keep))
-    return [row for i, row in enumerate(rows) if i not in dropped]
-
-
-def query_types(schema: TaskSchema) -> list[str]:
-    """The MRC question types in ``prompt_id`` order: concept types, then relation types."""
-    return [*schema.concept_names, *schema.relation_names]
-
-
-def prompt_block_names(schema: TaskSchema, sharing: str = "per-type") -> list[str]:
-    """The prompt blocks of ``schema``: one per query type (``"per-type"``) or the one ``"shared"`` block."""
-    return [SHARED_BLOCK] if sharing == "shared" else query_types(schema)
-
-
-def query_texts(schema: TaskSchema, sharing: str = "per-type") -> dict[str, str]:
-    """The text seeding each prompt block (``prompt_init="query"``): its hard query, relation queries with the head
-    type's name as the head mention; a shared block takes every query in turn."""
-    texts = {c.name: c.query for c in schema.concepts} | {r.name: r.format_query(r.head) for r in schema.relations}
-    return {SHARED_BLOCK: " ".join(texts.values())} if sharing == "shared" else texts
-
-
-def mrc_prompt_config(
-    schema: TaskSchema, config: ClinicalPromptConfig | None = None, sharing: str = "per-type"
-) -> ClinicalPromptConfig:
-    """``config`` with the prompt blocks of ``schema`` (:func:`prompt_block_names`); by default deep prompts of 16
-    virtual tokens, each block seeded from its query text (:func:`query_texts`)."""
-    blocks = prompt_block_names(schema, sharing)
-    if config is not None:
-        return dataclasses.replace(config, prompt_blocks=blocks)
-    return ClinicalPromptConfig(
-        num_virtual_tokens=DEFAULT_VIRTUAL_TOKENS, depth="deep", prompt_blocks=blocks, prompt_init="query",
-        prompt_init_texts=query_texts(schema, sharing),
-    )
 
 
 class HardPromptEncoder(nn.Module):
@@ -228,12 +119,6 @@ def predictions_with_entities(documents: Sequence[Document]) -> dict[str, Docume
             predictions[doc.doc_id].add_entity(entity.type, entity.start, entity.end)
     return predictions
 
-
-def _word_masks(text: str, offsets: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
-    """Per token: whether it starts a word and whether it ends one (0 for tokens outside the context)."""
-    starts = [int(end > start and not inside_word(text, start)) for start, end in offsets]
-    ends = [int(end > start and not inside_word(text, end)) for start, end in offsets]
-    return starts, ends
 
 
 class MrcExtractor(Extractor):
@@ -333,7 +218,7 @@ class MrcExtractor(Extractor):
 
     def _concept_rows(self, documents: Sequence[Document]) -> list[dict]:
         rows = build_concept_examples(documents, self.tokenizer, self.schema, **self._build_options())
-        return _with_word_masks(rows, documents)
+        return with_word_masks(rows, documents)
 
     def _relation_rows(self, documents: Sequence[Document]) -> list[dict]:
         if not self.schema.relations:
@@ -342,7 +227,7 @@ class MrcExtractor(Extractor):
             documents, self.tokenizer, self.schema, head_marking=self.settings.head_marking,
             neighbours=self.settings.neighbours, **self._build_options(),
         )
-        return _with_word_masks(rows, documents)
+        return with_word_masks(rows, documents)
 
     def training_rows(self, documents: Sequence[Document]) -> list[dict]:
         """Concept rows (every window x concept type) and relation rows (every gold head x fitting relation type).
@@ -423,7 +308,7 @@ class MrcExtractor(Extractor):
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
         relation_threshold = s.threshold if s.relation_threshold is None else s.relation_threshold
-        thresholds = [relation_threshold if "head" in row else s.threshold for row in rows]
+        thresholds = [relation_threshold if is_relation_row(row) else s.threshold for row in rows]
         decoded = {t: self._char_spans(rows, output, inputs, t) for t in set(thresholds)}
         return [decoded[t][i] for i, t in enumerate(thresholds)]
 
@@ -441,7 +326,7 @@ class MrcExtractor(Extractor):
         if s.relation_tails == "entities":
             start_p, end_p = torch.sigmoid(output.start_logits.float()), torch.sigmoid(output.end_logits.float())
             for i, row in enumerate(rows):
-                if "candidates" in row:
+                if is_relation_row(row):
                     spans[i] = [span for span in _scored_candidates(row, start_p[i], end_p[i]) if span[2] > threshold]
         return spans
 
@@ -466,11 +351,11 @@ class MrcExtractor(Extractor):
                 spans[i] = row_spans
         return spans
 
-    def concept_questions(self, documents: Sequence[Document]) -> list[dict]:
+    def concept_questions(self, documents: Sequence[Document]) -> list[ConceptRow]:
         """Rows asking every concept question about the bare text of ``documents`` (their annotations are ignored)."""
         return self._concept_rows([Document(doc.doc_id, doc.text) for doc in documents])
 
-    def relation_questions(self, predictions: Sequence[DocumentPredictions]) -> list[dict]:
+    def relation_questions(self, predictions: Sequence[DocumentPredictions]) -> list[RelationQuestion]:
         """Rows asking the relation questions of every entity in ``predictions``; each keeps its head's key in
         ``head``."""
         if not self.schema.relations:
@@ -490,7 +375,10 @@ class MrcExtractor(Extractor):
         return rows
 
     def add_answers(
-        self, predictions: Mapping[str, DocumentPredictions], rows: Sequence[dict], spans: Sequence[list[ScoredSpan]]
+        self,
+        predictions: Mapping[str, DocumentPredictions],
+        rows: Sequence[ConceptRow | RelationQuestion],
+        spans: Sequence[list[ScoredSpan]],
     ) -> None:
         """Add the answer spans of concept rows as entities and those of relation rows as relations to their head.
 
@@ -500,7 +388,7 @@ class MrcExtractor(Extractor):
         relation_types = {r.name: r for r in self.schema.relations}
         for row, row_spans in zip(rows, spans):
             target = predictions[row["doc_id"]]
-            if "head" not in row:
+            if not is_relation_row(row):
                 for start, end, score in row_spans:
                     target.add_entity(row["type"], start, end, score)
                 continue
@@ -594,7 +482,7 @@ class MrcExtractor(Extractor):
     # --- saving and loading -----------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, *, base_model_id: str | None = None) -> None:
-        """Write the extractor (layout in the module docstring); ``extractor.json`` is written last.
+        """Write the extractor (layout: :mod:`~clinical_prompt.extractors.mrc.saved`); ``extractor.json`` comes last.
 
         ``base_model_id`` (a hub id) is recorded as the backbone to load a frozen extractor onto; by default the
         backbone name it was created from, unless that was a local path.
@@ -626,7 +514,7 @@ class MrcExtractor(Extractor):
         ``backbone`` (hub id, folder or ``"minilm"``), by default the one recorded at saving.
         """
         directory = Path(directory)
-        saved = _read_saved(directory)
+        saved = read_saved(directory)
         source, use_safetensors = backbone or saved.meta.get("backbone"), None
         if not saved.spec.freeze_backbone:
             source, use_safetensors = saved_backbone(directory), True
@@ -644,7 +532,7 @@ class MrcExtractor(Extractor):
         are refused.
         """
         directory = Path(directory)
-        saved = _read_saved(directory)
+        saved = read_saved(directory)
         if not (saved.spec.freeze_backbone and saved.spec.uses_soft_prompts):
             raise ExtractorFormatError(
                 f"{directory}: strategy {saved.spec.name!r} has no frozen base to share; only 'soft-prompt-frozen' "
@@ -657,7 +545,7 @@ class MrcExtractor(Extractor):
         return extractor
 
     @classmethod
-    def _assemble(cls, directory: Path, saved: _SavedExtractor, model: nn.Module, tokenizer: Any) -> MrcExtractor:
+    def _assemble(cls, directory: Path, saved: SavedExtractor, model: nn.Module, tokenizer: Any) -> MrcExtractor:
         settings, spec = saved.settings, saved.spec
         head = span_head(model.config.hidden_size, settings)
         if spec.uses_soft_prompts:
@@ -671,33 +559,8 @@ class MrcExtractor(Extractor):
                    backbone_id=saved.meta.get("backbone"))
 
 
-@dataclass(frozen=True)
-class _SavedExtractor:
-    meta: dict
-    spec: Strategy
-    settings: MrcSettings
-    schema: TaskSchema
 
-
-def _read_saved(directory: Path) -> _SavedExtractor:
-    """``extractor.json``, ``schema.json`` and ``labels.json`` of a saved MRC extractor, checked."""
-    meta, spec, settings = read_saved_meta(directory, KIND, MrcSettings)
-    schema = TaskSchema.from_dict(read_json(directory / SCHEMA_FILE), source=str(directory / SCHEMA_FILE))
-    labels = read_json(directory / LABELS_FILE)
-    if not isinstance(labels, dict) or labels.get("query_types") != query_types(schema):
-        raise ExtractorFormatError(f"{directory / LABELS_FILE}: query_types differ from {SCHEMA_FILE}")
-    if spec.uses_soft_prompts:
-        blocks = read_adapter_config(directory / CONFIG_NAME).prompt_blocks
-        expected = prompt_block_names(schema, settings.prompt_sharing)
-        if blocks != expected:
-            raise AdapterFormatError(
-                f"{directory / CONFIG_NAME}: prompt_blocks {blocks} differ from {expected} (the query_types of "
-                f"{LABELS_FILE}, or one shared block)"
-            )
-    return _SavedExtractor(meta, spec, settings, schema)
-
-
-def _scored_candidates(row: dict, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
+def _scored_candidates(row: RelationQuestion, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
     """The relation row's ``candidates`` (character spans) that its context tokens cover, each scored by the smaller
     of the start probability of its first token and the end probability of its last."""
     offsets = row["offset_mapping"]
@@ -714,9 +577,3 @@ def _masks(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     return inputs["context_mask"], inputs["word_start_mask"], inputs["word_end_mask"]
 
 
-def _with_word_masks(rows: list[dict], documents: Sequence[Document]) -> list[dict]:
-    """``rows`` with ``word_start_mask`` / ``word_end_mask`` from their offsets and their document's text."""
-    texts = {doc.doc_id: doc.text for doc in documents}
-    for row in rows:
-        row["word_start_mask"], row["word_end_mask"] = _word_masks(texts[row["doc_id"]], row["offset_mapping"])
-    return rows

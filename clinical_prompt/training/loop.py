@@ -1,49 +1,13 @@
-"""The library's one training loop, under Hugging Face ``accelerate``: train, evaluate, checkpoint, resume, stop early.
-
-It knows nothing of prompts, heads or BRAT: ``model(**batch)`` must return an object or dict with a ``loss``.
-
-Checkpoints: ``output_dir/checkpoints/epoch-{n}`` at the end of an epoch, written by ``Accelerator.save_state`` into
-``epoch-{n}.partial``, synced to disk (files, then directories) and renamed into place once complete; a ``COMPLETE``
-file holds the SHA-256 of every other file and is checked before a checkpoint is used, so a run killed at any point
-(mid-write too, or by a power loss) never resumes from half a checkpoint. Frozen parameters never change, so
-checkpoints hold only trainable parameters and buffers (plus optimizer, scheduler, RNG states and
-``training_state.json``); resuming needs the same model, built the same way. Resuming works at epoch boundaries: a
-run killed mid-epoch restarts that epoch from the last complete checkpoint, and with the same config and seed it ends
-with the same weights as an uninterrupted run (bit for bit on CPU), because the data order of an epoch depends only on
-``(seed, epoch)`` and RNG states are restored.
-
-Log lines (logger ``clinical_prompt.training``, main process only) never show batch contents:
-``training: {n} examples, {n} epochs, {n} optimizer steps, {n} processes``; ``resuming from {path} ...``;
-``skipping incomplete checkpoint {path}``; ``no complete checkpoint in {path} ...``;
-``epoch {e} step {s} loss {x} lr {x,...}``;
-``epoch {e} done: train_loss {x}, metrics {name=x, ...}, {x} s``; ``saved checkpoint {path}``;
-``early stopping after epoch {e} ...``; ``restored the best model ...``; ``done: ...``.
-
-Lock: for the whole run the main process holds the OS lock on ``output_dir/.lock`` (:mod:`clinical_prompt.lock`), a
-file naming its pid and host; a second run on the same directory is refused with ``OutputDirInUseError``. The OS
-drops the lock when its process dies, however it dies (SIGKILL too), so the lock file a killed run leaves is taken
-over, with a warning.
-
-Several processes (``accelerate launch --multi_gpu --num_processes N``): every process trains its shard, only the
-main process logs and seals checkpoints, all of them write their RNG states into a checkpoint directory on a shared
-file system. Without GPUs, accelerate runs such a launch as MULTI_CPU (gloo) only with ``ACCELERATE_USE_CPU=1`` (or
-``Accelerator(cpu=True)``); otherwise each process believes it runs alone and the output-dir lock refuses the second.
-"""
+"""The training loop under Hugging Face ``accelerate`` (see :mod:`clinical_prompt.training`)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import re
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,105 +18,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_linear_schedule_with_warmup
 
-from clinical_prompt.atomic import sync_path
 from clinical_prompt.lock import LOCK_NAME, acquire, release
+from clinical_prompt.training.checkpoints import (
+    LoopState,
+    checkpoint_to_resume,
+    drop_frozen_weights,
+    is_complete,
+    read_loop_state,
+    save_checkpoint,
+)
+from clinical_prompt.training.config import TrainingConfig, TrainingResult
 
-logger = logging.getLogger(__name__)
-
-MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
-COMPLETE_NAME = "COMPLETE"
-STATE_NAME = "training_state.json"
-_EPOCH_DIR = re.compile(r"epoch-(\d+)")
-
-
-@dataclass
-class TrainingConfig:
-    """Settings of one training run (the model's own settings, e.g. its attention implementation, live on it)."""
-
-    output_dir: Path = field(metadata={"help": "Run directory: lock file and checkpoints/epoch-{n}."})
-    num_epochs: int = field(default=3, metadata={"help": "Number of passes over the training set."})
-    per_device_batch_size: int = field(default=4, metadata={"help": "Examples per batch on each process."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak rate of parameter groups without their own."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decay of groups without their own."})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "Share of optimizer steps with linear warmup."})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clipping norm; None = off."})
-    mixed_precision: str = field(
-        default="auto", metadata={"help": "no, fp16, bf16 or auto (bf16 on GPUs that have it, fp16 on older GPUs, "
-                                          "no on CPU)."}
-    )
-    activation_checkpointing: bool = field(
-        default=False, metadata={"help": "Keep only each layer's input and recompute the layer in backward (Hugging "
-                                         "Face models inside the model): far less memory, one more forward pass."}
-    )
-    seed: int = field(default=42, metadata={"help": "Seed of every RNG and of the data order."})
-    early_stopping_patience: int | None = field(
-        default=None, metadata={"help": "Stop after this many evaluated epochs without improvement; None = off."}
-    )
-    metric_for_best: str = field(default="strict_f1", metadata={"help": "Metric from evaluate_fn; higher is better."})
-    load_best_at_end: bool = field(default=True, metadata={"help": "Restore the best epoch's weights at the end."})
-    eval_every_epoch: bool = field(default=True, metadata={"help": "Evaluate after every epoch, else after the last."})
-    save_every_epoch: bool = field(
-        default=True, metadata={"help": "Checkpoint every epoch, else only epochs that improve the best metric."}
-    )
-    save_total_limit: int = field(default=2, metadata={"help": "Newest checkpoints kept, plus the best one."})
-    resume: bool | str | Path = field(
-        default=False, metadata={"help": "True: newest complete checkpoint in output_dir (if any); or a path."}
-    )
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
-    log_every_steps: int = field(default=50, metadata={"help": "Log the loss every this many optimizer steps."})
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        for name in ("num_epochs", "per_device_batch_size", "gradient_accumulation_steps", "save_total_limit",
-                     "log_every_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            allowed = ", ".join(MIXED_PRECISION)
-            raise ValueError(f"mixed_precision must be one of {allowed}; got {self.mixed_precision!r}")
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise ValueError(f"early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience}")
-            if not self.eval_every_epoch:
-                raise ValueError("early_stopping_patience needs eval_every_epoch=True")
-        if self.dataloader_num_workers < 0:
-            raise ValueError(f"dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
-        if not isinstance(self.resume, (bool, str, os.PathLike)):
-            raise ValueError(f"resume must be True, False or a checkpoint path, got {self.resume!r}")
-
-
-@dataclass
-class TrainingResult:
-    """What :func:`train` returns. ``history`` holds one dict per epoch: epoch, train_loss, metrics, seconds."""
-
-    history: list[dict[str, Any]]
-    best_metric: float | None
-    best_epoch: int | None
-    stopped_early: bool
-    train_seconds: float
-    peak_memory_bytes: int
-    tokens_per_second: float | None
-
-
-@dataclass
-class _LoopState:
-    """The loop's part of a checkpoint (``training_state.json``)."""
-
-    epoch: int = 0
-    global_step: int = 0
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+logger = logging.getLogger(__package__)  # clinical_prompt.training
 
 
 def default_param_groups(model: nn.Module, *, learning_rate: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -229,13 +106,13 @@ def _train(
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_save_state_pre_hook(_drop_frozen_weights)
+    accelerator.register_save_state_pre_hook(drop_frozen_weights)
 
-    state = _LoopState()
-    resume_from = _on_main(accelerator, lambda: _checkpoint_to_resume(config, checkpoints))
+    state = LoopState()
+    resume_from = _on_main(accelerator, lambda: checkpoint_to_resume(config.resume, checkpoints))
     if resume_from is not None:
         accelerator.load_state(str(resume_from), strict=False)
-        state = _LoopState(**json.loads((resume_from / STATE_NAME).read_text()))
+        state = read_loop_state(resume_from)
         _log(accelerator, "resuming from %s (epoch %d, step %d)", resume_from, state.epoch, state.global_step)
     _log(accelerator, "training: %d examples, %d epochs, %d optimizer steps, %d processes",
          len(train_dataset), config.num_epochs, total_steps, accelerator.num_processes)
@@ -262,7 +139,7 @@ def _train(
         _log(accelerator, "epoch %d done: train_loss %.4f, metrics %s, %.1f s", epoch, train_loss,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "-", seconds)
         if config.save_every_epoch or (improved and config.load_best_at_end):
-            _save_checkpoint(accelerator, checkpoints, state, config.save_total_limit)
+            save_checkpoint(accelerator, checkpoints, state, config.save_total_limit)
         if _patience_spent(state, config):
             _log(accelerator, "early stopping after epoch %d: no %s improvement for %d epochs",
                  epoch, config.metric_for_best, state.epochs_without_improvement)
@@ -270,7 +147,7 @@ def _train(
 
     if evaluate_fn is not None and config.load_best_at_end and state.best_epoch not in (None, state.epoch):
         best = checkpoints / f"epoch-{state.best_epoch}"
-        if not _is_complete(best):
+        if not is_complete(best):
             raise RuntimeError(f"best checkpoint {best} is missing or incomplete; cannot restore the best model")
         accelerator.load_state(str(best), strict=False)
         _log(accelerator, "restored the best model (epoch %d, %s %.4f)",
@@ -298,7 +175,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     config: TrainingConfig,
-    state: _LoopState,
+    state: LoopState,
     epoch: int,
     progress: Any,
 ) -> tuple[float, int]:
@@ -368,7 +245,7 @@ def _evaluate(
     return broadcast_object_list([metrics])[0]
 
 
-def _record_metric(state: _LoopState, epoch: int, metrics: Mapping[str, float], name: str) -> bool:
+def _record_metric(state: LoopState, epoch: int, metrics: Mapping[str, float], name: str) -> bool:
     """Update the best metric and the patience counter; True when ``epoch`` is the new best."""
     if name not in metrics:
         raise KeyError(f"evaluate_fn returned no {name!r} (config.metric_for_best); it returned {sorted(metrics)}")
@@ -380,93 +257,10 @@ def _record_metric(state: _LoopState, epoch: int, metrics: Mapping[str, float], 
     return False
 
 
-def _patience_spent(state: _LoopState, config: TrainingConfig) -> bool:
+def _patience_spent(state: LoopState, config: TrainingConfig) -> bool:
     patience = config.early_stopping_patience
     return patience is not None and state.epochs_without_improvement >= patience
 
-
-def _drop_frozen_weights(models: list[nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
-    """``save_state`` hook: frozen parameters never change, so they are left out of checkpoints."""
-    for model, state_dict in zip(models, weights):
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                state_dict.pop(name, None)
-
-
-def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: _LoopState, keep_last: int) -> None:
-    """Write ``epoch-{n}.partial`` on every process (RNG states are per process), then seal and rename it."""
-    final = checkpoints / f"epoch-{state.epoch}"
-    partial = final.with_name(final.name + ".partial")
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_NAME).write_text(json.dumps(asdict(state), indent=1))
-        (partial / COMPLETE_NAME).write_text(_checksum(partial))
-        _sync_tree(partial)  # on disk before the rename publishes it
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        sync_path(checkpoints)
-        _log(accelerator, "saved checkpoint %s", final)
-        _remove_old_checkpoints(checkpoints, state, keep_last)
-    accelerator.wait_for_everyone()
-
-
-def _remove_old_checkpoints(checkpoints: Path, state: _LoopState, keep_last: int) -> None:
-    """Keep the newest ``keep_last`` checkpoints up to this epoch, and the best; later ones are from an older run."""
-    dirs = _epoch_dirs(checkpoints)
-    keep = set(sorted(e for e in dirs if e <= state.epoch)[-keep_last:]) | {state.best_epoch}
-    for epoch, path in dirs.items():
-        if epoch not in keep:
-            shutil.rmtree(path)
-    for leftover in checkpoints.glob("*.partial"):
-        shutil.rmtree(leftover)
-
-
-def _epoch_dirs(checkpoints: Path) -> dict[int, Path]:
-    if not checkpoints.is_dir():
-        return {}
-    return {int(m.group(1)): p for p in checkpoints.iterdir() if (m := _EPOCH_DIR.fullmatch(p.name)) and p.is_dir()}
-
-
-def _sync_tree(directory: Path) -> None:
-    """Flush every file under ``directory`` to disk, then every directory's entries."""
-    paths = sorted(directory.rglob("*"))
-    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()] + [directory]:
-        sync_path(path)
-
-
-def _checksum(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != COMPLETE_NAME):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _is_complete(checkpoint: Path) -> bool:
-    marker = checkpoint / COMPLETE_NAME
-    return marker.is_file() and marker.read_text().strip() == _checksum(checkpoint)
-
-
-def _checkpoint_to_resume(config: TrainingConfig, checkpoints: Path) -> Path | None:
-    if config.resume is False:
-        return None
-    if config.resume is not True:
-        path = Path(config.resume)
-        if not _is_complete(path):
-            raise ValueError(f"checkpoint {path} is incomplete (no {COMPLETE_NAME} marker or checksum mismatch)")
-        return path
-    for _, path in sorted(_epoch_dirs(checkpoints).items(), reverse=True):
-        if _is_complete(path):
-            return path
-        logger.warning("skipping incomplete checkpoint %s", path)
-    logger.info("no complete checkpoint in %s: starting afresh", checkpoints)
-    return None
 
 
 @contextmanager
