@@ -151,6 +151,9 @@ def test_a_missing_data_path_is_refused_naming_the_key_and_the_path(tmp_path):
      r"model\.quantization: needs a frozen backbone; strategy 'soft-prompt' trains it"),
     ("compare", CONFIGS / "tiny-compare.yaml", ["model.quantization=4bit"],
      r"model\.quantization: needs a frozen backbone; strategy 'finetune' trains it"),
+    ("train", TINY_TRAIN, ["prompt.depth=input", "prompt.start_layer=2"],
+     r"prompt\.start_layer: needs depth 'deep'"),
+    ("train", TINY_TRAIN, ["prompt.start_layer=-1"], r"prompt\.start_layer: must be an integer >= 0"),
 ])
 def test_values_that_do_not_go_together_are_refused_before_any_work(recipe, config, overrides, message):
     with pytest.raises(ConfigError, match=message):

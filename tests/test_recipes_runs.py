@@ -67,13 +67,14 @@ def run(recipe: str, config: str, output: Path, *overrides: str) -> dict:
     return json.loads((output / "run.json").read_text())
 
 
-@pytest.mark.parametrize("sharing", ["per-type", "shared"])
-def test_train_then_evaluate_and_extract_the_saved_model(tmp_path, tiny_backbone, sharing):
+@pytest.mark.parametrize(("sharing", "start_layer"), [("per-type", 0), ("shared", 0), ("per-type", 1)])
+def test_train_then_evaluate_and_extract_the_saved_model(tmp_path, tiny_backbone, sharing, start_layer):
     trained = run("train", "tiny-train.yaml", tmp_path / "train", f"model.backbone={tiny_backbone}",
-                  f"prompt.sharing={sharing}")
+                  f"prompt.sharing={sharing}", f"prompt.start_layer={start_layer}")
     config = load_config("train", CONFIGS / "tiny-train.yaml", [f"model.backbone={tiny_backbone}"])
-    blocks = json.loads((tmp_path / "train" / "model" / "adapter_config.json").read_text())["prompt_blocks"]
-    assert blocks == (["shared"] if sharing == "shared" else config_blocks(config))
+    saved = json.loads((tmp_path / "train" / "model" / "adapter_config.json").read_text())
+    assert saved["prompt_blocks"] == (["shared"] if sharing == "shared" else config_blocks(config))
+    assert saved["prompt_start_layer"] == start_layer
     assert trained["config"]["model"]["backbone"] == str(tiny_backbone)
     assert trained["data"]["data.train"]["sha256"] == path_checksums("bundled:maccrobat2020")["sha256"]
     assert trained["outputs"]["documents_per_process"] == [2]

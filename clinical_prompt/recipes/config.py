@@ -100,6 +100,8 @@ class PromptSection:
 
     num_virtual_tokens: StrictInt = _field(16, help="virtual tokens per prompt block")
     depth: StrictStr = _field("deep", choices=DEPTHS, help="input-layer tokens or key/value prefixes in every layer")
+    start_layer: StrictInt = _field(
+        0, help="deep prompts: first layer with prefixes; the layers below run once per text (late prompts)")
     reparameterization: StrictStr = _field("none", choices=REPARAMETERIZATIONS, help="trained through an MLP or LSTM")
     prompt_init: StrictStr = _field("query", choices=PROMPT_INITS, help="how the prompt tables start")
     sharing: StrictStr = _field(
@@ -437,6 +439,10 @@ def check_model(
     _positive(prompt.encoder_hidden_size, "prompt.encoder_hidden_size")
     if not 0 <= prompt.prompt_dropout < 1:
         raise ConfigError("prompt.prompt_dropout", f"must be in [0, 1), got {prompt.prompt_dropout}")
+    if prompt.start_layer < 0:
+        raise ConfigError("prompt.start_layer", f"must be an integer >= 0, got {prompt.start_layer}")
+    if prompt.start_layer and prompt.depth != "deep":
+        raise ConfigError("prompt.start_layer", f"needs depth 'deep' (key/value prefixes), got {prompt.depth!r}")
     _positive(training.eval_batch_size, "training.eval_batch_size", allow_none=False)
     try:
         training.training_config(Path("."))

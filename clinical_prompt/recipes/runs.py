@@ -92,6 +92,7 @@ def prompt_config(schema: TaskSchema, prompt: PromptSection) -> ClinicalPromptCo
     texts = query_texts(schema, prompt.sharing) if prompt.prompt_init == "query" else None
     return ClinicalPromptConfig(
         prompt_blocks=blocks, num_virtual_tokens=prompt.num_virtual_tokens, depth=prompt.depth,
+        prompt_start_layer=prompt.start_layer,
         reparameterization=prompt.reparameterization, encoder_hidden_size=prompt.encoder_hidden_size,
         prompt_init=prompt.prompt_init, prompt_init_texts=texts, prompt_dropout=prompt.prompt_dropout,
     )
