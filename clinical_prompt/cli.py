@@ -122,6 +122,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     return run_quickstart(quickstart_config(
         args.output_dir, corpus=args.corpus, schema=args.schema, backbone=args.backbone, epochs=args.epochs,
         train_documents=args.train_documents, test_documents=args.test_documents,
+        prompt_start_layer=args.prompt_start_layer,
     ))
 
 
@@ -198,14 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
                                           "login)")
     extract.set_defaults(run=_extract)
 
+    from clinical_prompt.quickstart import QuickstartConfig
+
+    defaults = QuickstartConfig()
     quickstart = commands.add_parser("quickstart", help="the main job on the embedded defaults")
     quickstart.add_argument("--output-dir", default="clinical-prompt-output")
     quickstart.add_argument("--corpus", help="BRAT folder (default: the bundled MACCROBAT corpus)")
     quickstart.add_argument("--schema", help="schema name or YAML file (default: maccrobat-med)")
     quickstart.add_argument("--backbone", help="hub id or model folder (default: the offline MiniLM)")
-    quickstart.add_argument("--epochs", type=int)
-    quickstart.add_argument("--train-documents", type=int, help="documents to train on (default 30)")
-    quickstart.add_argument("--test-documents", type=int, help="held-out documents, the last by name (default 20)")
+    quickstart.add_argument("--epochs", type=int, help=f"passes over the training rows (default {defaults.epochs})")
+    quickstart.add_argument("--train-documents", type=int,
+                            help=f"documents to train on, a tenth of them dev (default {defaults.train_documents})")
+    quickstart.add_argument("--test-documents", type=int,
+                            help=f"held-out documents, the last by name (default {defaults.test_documents})")
+    quickstart.add_argument("--prompt-start-layer", type=int, help="first layer with deep prompts; the layers "
+                            f"below run once per text (default {defaults.prompt_start_layer}; 0: every layer)")
     quickstart.set_defaults(run=_quickstart)
 
     for name, help_text in RECIPE_COMMANDS.items():

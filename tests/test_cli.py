@@ -10,7 +10,7 @@ import pytest
 
 from clinical_prompt.cli import main
 from clinical_prompt.lock import LOCK_NAME, acquire, release
-from clinical_prompt.quickstart import BUNDLED_CORPUS
+from clinical_prompt.quickstart import BUNDLED_CORPUS, QuickstartConfig
 
 SENTINEL = "ZZSENTINELZZ"
 
@@ -115,3 +115,10 @@ def test_commands_log_through_one_handler_and_keep_a_verbose_level(monkeypatch) 
     monkeypatch.setattr(logger, "level", logging.NOTSET)
     log_to_stderr(logging.WARNING)
     assert logger.getEffectiveLevel() == logging.WARNING and len(logger.handlers) == 1
+
+
+def test_quickstart_options_reach_its_config_and_the_rest_keep_the_defaults(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr("clinical_prompt.quickstart.run_quickstart", lambda config: seen.append(config) or 0)
+    assert main(["quickstart", "--output-dir", "out", "--prompt-start-layer", "2", "--epochs", "5"]) == 0
+    assert seen == [QuickstartConfig(output_dir="out", prompt_start_layer=2, epochs=5)]

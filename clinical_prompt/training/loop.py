@@ -262,7 +262,6 @@ def _patience_spent(state: LoopState, config: TrainingConfig) -> bool:
     return patience is not None and state.epochs_without_improvement >= patience
 
 
-
 @contextmanager
 def _output_dir_lock(output_dir: Path, accelerator: Accelerator) -> Iterator[None]:
     """Hold the lock on ``output_dir/.lock`` for the run (main process); refuse a directory another run holds."""

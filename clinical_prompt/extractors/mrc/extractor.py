@@ -120,7 +120,6 @@ def predictions_with_entities(documents: Sequence[Document]) -> dict[str, Docume
     return predictions
 
 
-
 class MrcExtractor(Extractor):
     """Concept and relation extraction by MRC questions; build one with :meth:`create` or :meth:`from_pretrained`.
 
@@ -557,7 +556,6 @@ class MrcExtractor(Extractor):
             head.load_state_dict({name[len(HEADS_PREFIX):]: value for name, value in tensors.items()})
         return cls(saved.schema, tokenizer, encoder, strategy=spec.name, settings=settings,
                    backbone_id=saved.meta.get("backbone"))
-
 
 
 def _scored_candidates(row: RelationQuestion, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:

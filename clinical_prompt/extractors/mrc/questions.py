@@ -68,7 +68,6 @@ def mrc_prompt_config(
     )
 
 
-
 def word_masks(text: str, offsets: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
     """Per token: whether it starts a word and whether it ends one (0 for tokens outside the context)."""
     starts = [int(end > start and not inside_word(text, start)) for start, end in offsets]
