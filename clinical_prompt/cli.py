@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--test-documents", type=int,
                             help=f"held-out documents, the last by name (default {defaults.test_documents})")
     quickstart.add_argument("--prompt-start-layer", type=int, help="first layer with deep prompts; the layers "
-                            f"below run once per text (default {defaults.prompt_start_layer}; 0: every layer)")
+                            "below run once per text (default: half the backbone's layers; 0: every layer)")
     quickstart.set_defaults(run=_quickstart)
 
     for name, help_text in RECIPE_COMMANDS.items():

@@ -19,9 +19,9 @@ BUNDLED_SCHEMA = "maccrobat-med"
 @dataclass(frozen=True)
 class QuickstartConfig:
     """What the main job trains on and how long; the defaults are the embedded ones, sized for about ten minutes on
-    two CPU cores: prompts from layer 3 of MiniLM's 6 (the lower layers run once per sentence for every question)
-    train 6 epochs in the time full-depth prompts train 3, and scored higher on the held-out notes; relation
-    questions decode their own tail spans (README, Quickstart)."""
+    two CPU cores: prompts from the middle layer (3 of MiniLM's 6; the lower layers run once per sentence for every
+    question) train 6 epochs in the time full-depth prompts train 3, and scored higher on the held-out notes;
+    relation questions decode their own tail spans (README, Quickstart)."""
 
     output_dir: str = "clinical-prompt-output"
     corpus: str = str(BUNDLED_CORPUS)
@@ -33,7 +33,7 @@ class QuickstartConfig:
     epochs: int = 6
     max_length: int = 128
     negative_ratio: float = 1.0
-    prompt_start_layer: int = 3
+    prompt_start_layer: int | None = None  # None: half the backbone's layers (3 of MiniLM's 6)
     relation_tails: str = "spans"
     batch_size: int = 16
     head_lr: float = 1e-2
@@ -71,7 +71,7 @@ def run_quickstart(config: QuickstartConfig) -> int:
     torch.manual_seed(config.seed)
     spec = get_strategy(config.strategy)
     prompt_config = (
-        replace(mrc_prompt_config(schema), prompt_start_layer=config.prompt_start_layer)
+        replace(mrc_prompt_config(schema), prompt_start_layer=_start_layer(config))
         if spec.uses_soft_prompts else None
     )
     mrc_settings = {} if spec.input_format == "bio" else {"relation_tails": config.relation_tails}
@@ -108,6 +108,17 @@ def run_quickstart(config: QuickstartConfig) -> int:
     print("\nNext: `clinical-prompt quickstart --backbone UFNLP/gatortron-base --corpus YOUR_BRAT_DIR "
           "--schema n2c2-2018` (or a schema YAML) trains the same adapter on your notes with a clinical encoder.")
     return 0
+
+
+def _start_layer(config: QuickstartConfig) -> int:
+    """The configured prompt start layer, or half the backbone's layers."""
+    if config.prompt_start_layer is not None:
+        return config.prompt_start_layer
+    from transformers import AutoConfig
+
+    from clinical_prompt.backbone import resolve_backbone
+
+    return AutoConfig.from_pretrained(resolve_backbone(config.backbone)).num_hidden_layers // 2
 
 
 def quickstart_config(output_dir: str | os.PathLike, **overrides: object) -> QuickstartConfig:

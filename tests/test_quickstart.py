@@ -18,6 +18,7 @@ def test_quickstart_writes_adapter_card_metrics_and_predictions(tmp_path: Path, 
     out = Path(config.output_dir)
     adapter = {p.name for p in (out / "adapter").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "extractor.json", "schema.json", "README.md"} <= adapter
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["prompt_start_layer"] == 3  # 6 layers / 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"matching", "concepts", "relations", "documents"}
     assert metrics["matching"] == "official" and "Counting: `official`" in (out / "adapter" / "README.md").read_text()
