@@ -271,7 +271,7 @@ def _cost(row: dict, adapter: MrcExtractor) -> tuple[int, bool, int, int, list[i
     of a batch pays for its longest prompt and its longest text), rows of the same text next to each other."""
     config = adapter.encoder.config
     return (
-        config.prompt_start_layer, config.depth == "deep", config.num_virtual_tokens, len(row["input_ids"]),
+        _start_layer(adapter), config.depth == "deep", config.num_virtual_tokens, len(row["input_ids"]),
         row["input_ids"],
     )
 
