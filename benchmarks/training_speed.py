@@ -1,7 +1,7 @@
 """Training speed and memory on CPU: our frozen soft prompts against stock PEFT prompt tuning and full fine-tuning.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/training_speed.py [--batch 8] [--length 128] [--steps 4] \
-        [--questions 1]
+        [--questions 1] [--fit-documents 0]
 
 Same backbone, batch, text length and token-classification loss (3 labels) for every method; the text tokens
 (``--length`` minus ``--prompt-tokens``, no padding) count for tokens/s, timed over full optimizer steps (forward,
@@ -24,6 +24,10 @@ the same rows; stock methods see them as separate texts.
 Each run is its own forked process: "peak" is its peak resident memory, "train" the part above the memory held
 once the model was built (activations, gradients, optimizer state). Ratios compare with stock PEFT and with full
 fine-tuning on the same backbone.
+
+``--fit-documents N`` adds the library's own training loop: the quickstart's extractor (7 concept types and their
+relation questions, whole windows per batch) trained one epoch by ``fit`` on the first N bundled notes, with prompts
+in every layer and from layer L/2, each in its own process; tokens/s as ``fit`` reports it.
 """
 from __future__ import annotations
 
@@ -32,8 +36,10 @@ import copy
 import multiprocessing
 import os
 import resource
+import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +49,14 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, PretrainedConfig
 
 from clinical_prompt.backbone import enable_activation_checkpointing, resolve_backbone
+from clinical_prompt.fit import fit
 from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
 from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_attention
 from clinical_prompt.quantization import quantize_backbone
+from clinical_prompt.quickstart import QuickstartConfig, quickstart_extractor
+from clinical_prompt.readers import read_documents
+from clinical_prompt.schema import load_schema
+from clinical_prompt.training import TrainingConfig
 
 LABELS = 3
 METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing",
@@ -184,18 +195,37 @@ def _cpu_run(base: Base, method: str, args: argparse.Namespace, connection) -> N
     })
 
 
-def run_forked(base: Base, method: str, args: argparse.Namespace) -> dict:
+def _fit_run(start_layer: int, args: argparse.Namespace, connection) -> None:
+    """The quickstart's extractor with prompts from ``start_layer``, trained one epoch by ``fit`` on the first
+    ``--fit-documents`` bundled notes: fit's own tokens/s (attended tokens of every row over the loop's time)."""
+    torch.manual_seed(0)
+    config = QuickstartConfig(prompt_start_layer=start_layer)
+    schema = load_schema(config.schema)
+    documents = sorted((schema.map_document(d) for d in read_documents(config.corpus)), key=lambda d: d.doc_id)
+    extractor = quickstart_extractor(config, schema)
+    with tempfile.TemporaryDirectory() as output:
+        training = TrainingConfig(output_dir=output, num_epochs=1, per_device_batch_size=config.batch_size,
+                                  seed=config.seed, load_best_at_end=False, eval_every_epoch=False,
+                                  save_every_epoch=False)
+        result = fit(extractor, documents[: args.fit_documents], None, training,
+                     learning_rates={"head": config.head_lr, "prompt": config.prompt_lr})
+    connection.send({"start_layer": start_layer, "tokens_per_s": result.tokens_per_second,
+                     "seconds": result.train_seconds,
+                     "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10})
+
+
+def run_forked(label: str, target: Callable, *args: object) -> dict:
+    """``target(*args, connection)`` in a forked process; what it sends back."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_cpu_run, args=(base, method, args, sender))
+    process = context.Process(target=target, args=(*args, sender))
     process.start()
     sender.close()
     try:
         return receiver.recv()
     except EOFError:
         process.join()
-        message = f"{base.name} / {method}: the benchmark process died (exit code {process.exitcode})"
-        raise RuntimeError(message) from None
+        raise RuntimeError(f"{label}: the benchmark process died (exit code {process.exitcode})") from None
     finally:
         process.join()
 
@@ -233,6 +263,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up step")
     parser.add_argument("--questions", type=int, default=1, help="questions (prompt blocks) asked about each text")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--fit-documents", type=int, default=0,
+                        help="also train the quickstart's extractor one epoch on this many notes, prompts from layer "
+                             "0 and from L/2 (0: skip)")
     args = parser.parse_args()
     if args.batch % args.questions:
         parser.error("--batch must be a multiple of --questions")
@@ -245,8 +278,11 @@ def main() -> None:
     rows = []
     for base in bases:
         for method in args.methods:
-            rows.append(run_forked(base, method, args))
+            rows.append(run_forked(f"{base.name} / {method}", _cpu_run, base, method, args))
             print(f"  {base.name} / {method}: {rows[-1]['tokens_per_s']:,.0f} tokens/s", flush=True)
+    if args.fit_documents:
+        layers = bases[0].config.num_hidden_layers
+        fitted = [run_forked(f"fit from layer {k}", _fit_run, k, args) for k in (0, layers // 2)]
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print_table(rows, note=(
         f"CPU, {torch.get_num_threads()} threads (OMP_NUM_THREADS={threads}), float32; batch {args.batch}, "
@@ -254,6 +290,20 @@ def main() -> None:
         f"question(s) per text, {args.steps} timed "
         "steps. train MiB: resident memory above the built model (activations, gradients, optimizer state)."
     ))
+    if args.fit_documents:
+        print_fit_table(fitted, args.fit_documents)
+
+
+def print_fit_table(rows: list[dict], documents: int) -> None:
+    """The ``fit`` rows: tokens/s and its ratio to prompts in every layer (start layer 0)."""
+    header = f"{'fit, prompts from layer':<24} {'tokens/s':>10} {'x layer 0':>9} {'seconds':>8} {'peak MiB':>9}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for row in rows:
+        speedup = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+        print(f"{row['start_layer']:<24} {row['tokens_per_s']:>10,.0f} {speedup:>9.2f} {row['seconds']:>8.0f} "
+              f"{row['peak_mib']:>9,.0f}")
+    print(f"The quickstart's extractor (MiniLM, frozen, {QuickstartConfig().max_length}-token windows, every concept "
+          f"and relation question) trained one epoch by fit on the first {documents} bundled notes.")
 
 
 if __name__ == "__main__":

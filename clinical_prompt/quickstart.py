@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clinical_prompt.readers import BUNDLED_CORPUS
+
+if TYPE_CHECKING:
+    from clinical_prompt.extractors import Extractor
+    from clinical_prompt.schema import TaskSchema
 
 BUNDLED_SCHEMA = "maccrobat-med"
 
@@ -49,11 +54,8 @@ def run_quickstart(config: QuickstartConfig) -> int:
     from clinical_prompt.console import log_to_stderr
     from clinical_prompt.corpus import train_dev_split
     from clinical_prompt.evaluation import evaluate_documents, format_table
-    from clinical_prompt.extractors import build_extractor
-    from clinical_prompt.extractors.mrc import mrc_prompt_config
     from clinical_prompt.fit import fit
     from clinical_prompt.schema import load_schema
-    from clinical_prompt.strategies import get_strategy
     from clinical_prompt.training import TrainingConfig
 
     log_to_stderr()
@@ -69,16 +71,7 @@ def run_quickstart(config: QuickstartConfig) -> int:
     import torch
 
     torch.manual_seed(config.seed)
-    spec = get_strategy(config.strategy)
-    prompt_config = (
-        replace(mrc_prompt_config(schema), prompt_start_layer=_start_layer(config))
-        if spec.uses_soft_prompts else None
-    )
-    mrc_settings = {} if spec.input_format == "bio" else {"relation_tails": config.relation_tails}
-    extractor = build_extractor(
-        config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio,
-        prompt_config=prompt_config, **mrc_settings,
-    )
+    extractor = quickstart_extractor(config, schema)
     training = TrainingConfig(
         output_dir=str(output / "training"),
         num_epochs=config.epochs,
@@ -108,6 +101,24 @@ def run_quickstart(config: QuickstartConfig) -> int:
     print("\nNext: `clinical-prompt quickstart --backbone UFNLP/gatortron-base --corpus YOUR_BRAT_DIR "
           "--schema n2c2-2018` (or a schema YAML) trains the same adapter on your notes with a clinical encoder.")
     return 0
+
+
+def quickstart_extractor(config: QuickstartConfig, schema: TaskSchema) -> Extractor:
+    """The untrained extractor of the main job: ``config``'s strategy, backbone, prompts and MRC settings."""
+    from clinical_prompt.extractors import build_extractor
+    from clinical_prompt.extractors.mrc import mrc_prompt_config
+    from clinical_prompt.strategies import get_strategy
+
+    spec = get_strategy(config.strategy)
+    prompt_config = (
+        replace(mrc_prompt_config(schema), prompt_start_layer=_start_layer(config))
+        if spec.uses_soft_prompts else None
+    )
+    mrc_settings = {} if spec.input_format == "bio" else {"relation_tails": config.relation_tails}
+    return build_extractor(
+        config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio,
+        prompt_config=prompt_config, **mrc_settings,
+    )
 
 
 def _start_layer(config: QuickstartConfig) -> int:
