@@ -6,6 +6,7 @@ it predicts.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from clinical_prompt.extractors import (
 from clinical_prompt.extractors.mrc import THRESHOLD_GRID, mrc_prompt_config, sample_negatives
 from clinical_prompt.extractors.mrc.questions import word_masks
 from clinical_prompt.fit import dev_scores, fit
+from clinical_prompt.heads.span import DECODING_MODES
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
 from conftest import save_tiny_bert
@@ -427,32 +429,56 @@ def half_trained(tiny_backbone, tmp_path) -> MrcExtractor:
     return extractor
 
 
-def test_calibration_keeps_the_dev_threshold_with_the_best_concept_f1(half_trained, dev_docs) -> None:
+def test_calibration_keeps_the_dev_decoding_and_threshold_with_the_best_concept_f1(half_trained, dev_docs) -> None:
     extractor = half_trained
     extractor.relation_questions = lambda predictions: []  # concepts only
-    chosen = extractor.calibrate(dev_docs)["threshold"]
-    assert extractor.settings.threshold == chosen
+    chosen = extractor.calibrate(dev_docs)
+    assert (extractor.settings.decoding, extractor.settings.threshold) == (chosen["decoding"], chosen["threshold"])
     scores = {}
-    for threshold in THRESHOLD_GRID:
-        extractor.settings = dataclasses.replace(extractor.settings, threshold=threshold)
-        scores[threshold] = dev_scores(extractor, dev_docs)["strict_f1"]
+    for mode, threshold in itertools.product(DECODING_MODES, THRESHOLD_GRID):
+        extractor.settings = dataclasses.replace(extractor.settings, decoding=mode, threshold=threshold)
+        scores[mode, threshold] = dev_scores(extractor, dev_docs)["strict_f1"]
     assert len(set(scores.values())) > 1, scores  # the choice matters on this dev set
-    assert chosen == max(THRESHOLD_GRID, key=lambda t: (scores[t], t)), scores
+    assert scores[chosen["decoding"], chosen["threshold"]] == max(scores.values()), scores
+    assert chosen["threshold"] == max(t for (mode, t), f1 in scores.items()
+                                      if mode == chosen["decoding"] and f1 == max(scores.values()))
 
 
-def test_calibration_keeps_the_relation_threshold_with_the_best_f1_on_gold_entities(half_trained, dev_docs) -> None:
+def test_calibration_keeps_the_relation_decoding_with_the_best_f1_on_gold_entities(half_trained, dev_docs) -> None:
     extractor = half_trained
     extractor.settings = dataclasses.replace(extractor.settings, relation_tails="spans")  # spans vary with threshold
     chosen = extractor.calibrate(dev_docs)
-    assert extractor.settings.relation_threshold == chosen["relation_threshold"]
+    settings = extractor.settings
+    assert (settings.relation_decoding, settings.relation_threshold) == (
+        chosen["relation_decoding"], chosen["relation_threshold"])
     gold = {doc.doc_id: doc for doc in dev_docs}
     scores = {}
-    for threshold in THRESHOLD_GRID:
-        extractor.settings = dataclasses.replace(extractor.settings, relation_threshold=threshold)
+    for mode, threshold in itertools.product(DECODING_MODES, THRESHOLD_GRID):
+        extractor.settings = dataclasses.replace(settings, relation_decoding=mode, relation_threshold=threshold)
         predicted = {doc.doc_id: doc for doc in extractor.extract_relations(dev_docs)}
-        scores[threshold] = evaluate_documents(gold, predicted)["relations"]["strict"]["micro"]["f1"]
-    assert len(set(scores.values())) > 1, scores  # relation rows are decoded at relation_threshold
-    assert chosen["relation_threshold"] == max(THRESHOLD_GRID, key=lambda t: (scores[t], t)), scores
+        scores[mode, threshold] = evaluate_documents(gold, predicted)["relations"]["strict"]["micro"]["f1"]
+    assert len(set(scores.values())) > 1, scores  # relation rows are decoded as relation_decoding/threshold say
+    assert scores[chosen["relation_decoding"], chosen["relation_threshold"]] == max(scores.values()), scores
+
+
+def test_relation_rows_decode_in_their_own_mode(half_trained, dev_docs) -> None:
+    """Nested concept decoding with flat relation decoding: the tails of one head never overlap."""
+    extractor = half_trained
+    base = dataclasses.replace(extractor.settings, relation_tails="spans", decoding="nested", relation_threshold=0.05)
+
+    def overlapping_tails(relation_decoding: str) -> int:
+        extractor.settings = dataclasses.replace(base, relation_decoding=relation_decoding)
+        count = 0
+        for doc in extractor.extract_relations(dev_docs):
+            tails: dict[str, list[tuple[int, int]]] = {}
+            for relation in doc.relations.values():
+                tails.setdefault(relation.arg2, []).append(doc.entities[relation.arg1].spans[0])
+            count += sum(a[0] < b[1] and b[0] < a[1] for spans in tails.values()
+                         for a, b in itertools.combinations(spans, 2))
+        return count
+
+    assert overlapping_tails("nested") > 0
+    assert overlapping_tails("flat") == 0
 
 
 @pytest.mark.parametrize("dev_f1s, calibrations", [

@@ -270,6 +270,8 @@ def test_integer_tensors_are_refused(soft: Path, tiny_backbone: Path) -> None:
         ({"max_length": "32"}, "settings.max_length='32' has type str; expected int"),
         ({"neighbours": 1.5}, "settings.neighbours=1.5 has type float; expected int"),
         ({"decoding": "greedy"}, "settings.decoding='greedy' has type str; expected 'flat' or 'scored' or 'nested'"),
+        ({"relation_decoding": "all"}, "settings.relation_decoding='all' has type str; expected 'flat' or 'scored' "
+                                       "or 'nested' or null"),
         ({"threshold": None}, "settings.threshold=None has type NoneType; expected float"),
         ({"shell": "rm"}, r"settings: unknown fields \['shell'\]"),
     ],

@@ -80,7 +80,7 @@ class Extractor(nn.Module, ABC):
     def predictions(self, documents: Sequence[Document], *, batch_size: int = 32) -> list[DocumentPredictions]:
         """The scored predictions of each document, in input order (annotations are ignored)."""
 
-    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
+    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float | str]:
         """Fit decoding settings to gold ``documents`` (e.g. a dev set) and return the values chosen; extractors
         without such settings keep everything and return ``{}``."""
         return {}

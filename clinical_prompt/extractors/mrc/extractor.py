@@ -62,7 +62,7 @@ from clinical_prompt.extractors.mrc.questions import (
 )
 from clinical_prompt.extractors.mrc.saved import SavedExtractor, read_saved
 from clinical_prompt.extractors.mrc.settings import KIND, THRESHOLD_GRID, MrcSettings, ScoredSpan, span_head
-from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
+from clinical_prompt.heads.span import DECODING_MODES, SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
 from clinical_prompt.layout import (
     BACKBONE_DIR,
     EXTRACTOR_FILE,
@@ -301,23 +301,25 @@ class MrcExtractor(Extractor):
 
     def answer_spans(self, rows: Sequence[dict], hidden: Tensor, inputs: dict[str, Tensor]) -> list[list[ScoredSpan]]:
         """Document character spans ``(start, end, score)`` answering each row, from its encoder states ``hidden``
-        (``[len(rows), T, H]``): the span head, then decoding with this extractor's settings (relation rows at
-        ``relation_threshold``).
+        (``[len(rows), T, H]``): the span head, then decoding with this extractor's settings (relation rows with
+        ``relation_decoding`` at ``relation_threshold``).
         ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
-        relation_threshold = s.threshold if s.relation_threshold is None else s.relation_threshold
-        thresholds = [relation_threshold if is_relation_row(row) else s.threshold for row in rows]
-        decoded = {t: self._char_spans(rows, output, inputs, t) for t in set(thresholds)}
-        return [decoded[t][i] for i, t in enumerate(thresholds)]
+        concept = (s.decoding, s.threshold)
+        relation = (s.relation_decoding or s.decoding,
+                    s.threshold if s.relation_threshold is None else s.relation_threshold)
+        choices = [relation if is_relation_row(row) else concept for row in rows]
+        decoded = {choice: self._char_spans(rows, output, inputs, *choice) for choice in set(choices)}
+        return [decoded[choice][i] for i, choice in enumerate(choices)]
 
     def _char_spans(
-        self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], threshold: float
+        self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], mode: str, threshold: float
     ) -> list[list[ScoredSpan]]:
-        """The span head's ``output`` for ``rows`` decoded at ``threshold``, as scored document character spans."""
+        """The span head's ``output`` for ``rows`` decoded in ``mode`` at ``threshold``, as scored document
+        character spans."""
         s = self.settings
-        decoded = decode_spans(output, *_masks(inputs), mode=s.decoding, threshold=threshold,
-                               max_span_len=s.max_span_len)
+        decoded = decode_spans(output, *_masks(inputs), mode=mode, threshold=threshold, max_span_len=s.max_span_len)
         spans = [
             [(*token_span_to_char_span(row["offset_mapping"], first, last), score) for first, last, score in row_spans]
             for row, row_spans in zip(rows, decoded)
@@ -421,47 +423,62 @@ class MrcExtractor(Extractor):
         return list(predictions.values())
 
     @torch.no_grad()
-    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float]:
-        """Set ``settings.threshold`` to the value of :data:`THRESHOLD_GRID` with the best concept strict micro-F1
-        on gold ``documents`` and, where the schema has relations, ``settings.relation_threshold`` to the one with the
-        best relation strict micro-F1 given the gold entities (ties: the higher threshold). Rows are encoded once and
-        decoded at every value.
+    def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float | str]:
+        """Set ``settings.decoding`` and ``settings.threshold`` to the decoding mode and value of
+        :data:`THRESHOLD_GRID` with the best concept strict micro-F1 on gold ``documents`` and, where the schema has
+        relations, ``relation_decoding`` and ``relation_threshold`` to those with the best relation strict micro-F1
+        given the gold entities (ties: the mode already set, then the higher threshold). Rows are encoded once and
+        decoded every way.
 
         The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
         percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
+        Nearest-end (``flat``) decoding cuts an answer at its first likely end ("500 mg" of "500 mg daily"), best-score
+        (``scored``) decoding keeps the likelier longer span; which suits a question type is measured, not assumed.
         """
         gold = {doc.doc_id: doc for doc in documents}
+        s = self.settings
+        relation_mode = s.relation_decoding or s.decoding
+        # relation answers taken from the context's entities do not depend on the decoding mode
+        relation_modes = DECODING_MODES if s.relation_tails == "spans" else (relation_mode,)
         training = self.training
         self.eval()
         try:
             concept_rows = self.concept_questions(documents)
-            concept_spans = self._spans_at_thresholds(concept_rows, batch_size)
+            concept_spans = self._spans_on_grid(concept_rows, DECODING_MODES, batch_size)
             relation_rows = self.relation_questions(list(predictions_with_entities(documents).values()))
-            relation_spans = self._spans_at_thresholds(relation_rows, batch_size) if relation_rows else {}
+            relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size) if relation_rows else {}
         finally:
             self.train(training)
 
-        def strict_f1(part: str, rows: list[dict], spans: list[list[ScoredSpan]]) -> float:
-            predictions = predictions_with_entities(documents) if part == "relations" else predictions_for(documents)
-            self.add_answers(predictions, rows, spans)
-            predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
-            return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
+        def best(part: str, rows: list[dict], spans: dict[tuple[str, float], list[list[ScoredSpan]]],
+                 mode: str) -> tuple[str, float]:
+            def strict_f1(choice: tuple[str, float]) -> float:
+                predictions = (predictions_with_entities(documents) if part == "relations"
+                               else predictions_for(documents))
+                self.add_answers(predictions, rows, spans[choice])
+                predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
+                return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
 
-        chosen = {
-            "threshold": max(THRESHOLD_GRID, key=lambda t: (strict_f1("concepts", concept_rows, concept_spans[t]), t))}
+            return max(spans, key=lambda choice: (strict_f1(choice), choice[0] == mode, choice[1]))
+
+        chosen: dict[str, float | str] = dict(zip(("decoding", "threshold"),
+                                                  best("concepts", concept_rows, concept_spans, s.decoding)))
         if relation_spans:
-            chosen["relation_threshold"] = max(
-                THRESHOLD_GRID, key=lambda t: (strict_f1("relations", relation_rows, relation_spans[t]), t))
-        self.settings = dataclasses.replace(self.settings, **chosen)
+            chosen.update(zip(("relation_decoding", "relation_threshold"),
+                              best("relations", relation_rows, relation_spans, relation_mode)))
+        self.settings = dataclasses.replace(s, **chosen)
         return chosen
 
-    def _spans_at_thresholds(self, rows: Sequence[dict], batch_size: int) -> dict[float, list[list[ScoredSpan]]]:
-        """Scored document character spans answering each of ``rows`` at every value of :data:`THRESHOLD_GRID`."""
-        spans: dict[float, list[list[ScoredSpan]]] = {t: [[] for _ in rows] for t in THRESHOLD_GRID}
+    def _spans_on_grid(self, rows: Sequence[dict], modes: Sequence[str], batch_size: int
+                       ) -> dict[tuple[str, float], list[list[ScoredSpan]]]:
+        """Scored document character spans answering each of ``rows``, decoded in each of ``modes`` at every value
+        of :data:`THRESHOLD_GRID`."""
+        grid = [(mode, threshold) for mode in modes for threshold in THRESHOLD_GRID]
+        spans: dict[tuple[str, float], list[list[ScoredSpan]]] = {choice: [[] for _ in rows] for choice in grid}
         for indices, hidden, inputs in self._encoded(rows, batch_size):
             batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
-            for threshold, decoded in spans.items():
-                for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, threshold)):
+            for choice, decoded in spans.items():
+                for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, *choice)):
                     decoded[i] = row_spans
         return spans
 

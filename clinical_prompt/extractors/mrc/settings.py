@@ -23,8 +23,9 @@ class MrcSettings:
 
     ``max_length``: tokens per row, prompt and query included. ``head_marking``: how soft-prompt relation rows show
     the head. ``neighbours``: sentences on each side of the head's sentence in a relation context. ``decoding``:
-    ``"flat"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`); ``threshold`` on start, end
-    and match probabilities of concept rows, ``relation_threshold`` of relation rows (``None``: ``threshold``);
+    ``"flat"``, ``"scored"`` or ``"nested"`` (see :func:`~clinical_prompt.heads.span.decode_spans`) of concept rows,
+    ``relation_decoding`` of relation rows (``None``: ``decoding``); ``threshold`` on start, end and match
+    probabilities of concept rows, ``relation_threshold`` of relation rows (``None``: ``threshold``);
     ``relation_tails``: a relation question's answers are the spans it decodes (``"spans"``) or the entities of a
     tail type already found in its context, each scored by the question's start probability at its first token and
     end probability at its last (``"entities"``: concept questions, trained on every mention, fix the boundaries;
@@ -40,6 +41,7 @@ class MrcSettings:
     head_marking: HeadMarking = "markers"
     neighbours: int = 1
     decoding: Literal["flat", "scored", "nested"] = "flat"
+    relation_decoding: Literal["flat", "scored", "nested"] | None = None
     threshold: float = 0.5
     relation_threshold: float | None = None
     relation_tails: Literal["spans", "entities"] = "entities"
@@ -57,8 +59,10 @@ class MrcSettings:
             raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
         if self.relation_tails not in RELATION_TAILS:
             raise ValueError(f"relation_tails must be 'spans' or 'entities', got {self.relation_tails!r}")
-        if self.decoding not in DECODING_MODES:
-            raise ValueError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
+        for name in ("decoding", "relation_decoding"):
+            value = getattr(self, name)
+            if value not in DECODING_MODES and (name == "decoding" or value is not None):
+                raise ValueError(f"{name} must be one of {', '.join(DECODING_MODES)}, got {value!r}")
         for name in ("threshold", "relation_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
