@@ -6,13 +6,13 @@ relations given the gold entities; one JSON line per run appended to ``--results
 
 Split as in ``clinical-prompt quickstart``: bundled MACCROBAT (``maccrobat-med``) sorted by name, the last
 ``--test`` notes held out, the first ``--train`` notes trained on with a seeded 10% kept for dev (thresholds).
-``--setting NAME=VALUE`` sets an ``MrcSettings`` field and ``--prompt NAME=VALUE`` a ``ClinicalPromptConfig`` field
-of the default MRC prompt config (JSON values; bare words are strings), e.g. ``--prompt prompt_start_layer=3``.
+The extractor is the quickstart's; ``--setting NAME=VALUE`` replaces one of its ``MrcSettings`` fields and
+``--prompt NAME=VALUE`` a ``ClinicalPromptConfig`` field (JSON values; bare words are strings), e.g.
+``--prompt prompt_start_layer=0``.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,10 +21,8 @@ import torch
 
 from clinical_prompt.corpus import train_dev_split
 from clinical_prompt.evaluation import evaluate_documents
-from clinical_prompt.extractors import build_extractor
-from clinical_prompt.extractors.mrc import mrc_prompt_config
 from clinical_prompt.fit import fit
-from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig
+from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig, quickstart_extractor
 from clinical_prompt.readers import read_documents
 from clinical_prompt.schema import load_schema
 from clinical_prompt.training import TrainingConfig
@@ -59,10 +57,7 @@ def main() -> None:
     held_out = documents[-args.test:]
     train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=0.1, seed=defaults.seed)
     torch.manual_seed(defaults.seed)
-    prompt_config = dataclasses.replace(mrc_prompt_config(schema), **dict(args.prompt))
-    extractor = build_extractor(defaults.strategy, schema, defaults.backbone, max_length=defaults.max_length,
-                                negative_ratio=defaults.negative_ratio, prompt_config=prompt_config,
-                                **dict(args.setting))
+    extractor = quickstart_extractor(defaults, schema, prompt=dict(args.prompt), settings=dict(args.setting))
     config = TrainingConfig(output_dir=Path(args.work_dir) / args.name, num_epochs=args.epochs,
                             per_device_batch_size=defaults.batch_size, seed=defaults.seed, load_best_at_end=False,
                             eval_every_epoch=False, save_every_epoch=False)
@@ -82,7 +77,8 @@ def main() -> None:
         "epochs": args.epochs, "settings": dict(args.setting),
         "prompt": dict(args.prompt), "rates": {"head": args.head_lr, "prompt": args.prompt_lr},
         "train_seconds": round(train_seconds),
-        "threshold": extractor.settings.threshold, "relation_threshold": extractor.settings.relation_threshold,
+        **{name: getattr(extractor.settings, name)
+           for name in ("decoding", "threshold", "relation_decoding", "relation_threshold")},
         "concept_strict_f1": f1(end_to_end, "concepts", "strict"),
         "concept_lenient_f1": f1(end_to_end, "concepts", "lenient"),
         "relation_strict_f1": f1(end_to_end, "relations", "strict"),

@@ -8,9 +8,10 @@ takes a real backbone (``--backbone UFNLP/gatortron-base``), your own BRAT folde
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clinical_prompt.readers import BUNDLED_CORPUS
 
@@ -103,18 +104,20 @@ def run_quickstart(config: QuickstartConfig) -> int:
     return 0
 
 
-def quickstart_extractor(config: QuickstartConfig, schema: TaskSchema) -> Extractor:
-    """The untrained extractor of the main job: ``config``'s strategy, backbone, prompts and MRC settings."""
+def quickstart_extractor(config: QuickstartConfig, schema: TaskSchema, *, prompt: Mapping[str, Any] | None = None,
+                         settings: Mapping[str, Any] | None = None) -> Extractor:
+    """The untrained extractor of the main job: ``config``'s strategy, backbone, prompts and MRC settings, with
+    ``ClinicalPromptConfig`` fields from ``prompt`` and ``MrcSettings`` fields from ``settings`` replaced."""
     from clinical_prompt.extractors import build_extractor
     from clinical_prompt.extractors.mrc import mrc_prompt_config
     from clinical_prompt.strategies import get_strategy
 
     spec = get_strategy(config.strategy)
     prompt_config = (
-        replace(mrc_prompt_config(schema), prompt_start_layer=_start_layer(config))
+        replace(mrc_prompt_config(schema), prompt_start_layer=_start_layer(config), **(prompt or {}))
         if spec.uses_soft_prompts else None
     )
-    mrc_settings = {} if spec.input_format == "bio" else {"relation_tails": config.relation_tails}
+    mrc_settings = {} if spec.input_format == "bio" else {"relation_tails": config.relation_tails, **(settings or {})}
     return build_extractor(
         config.strategy, schema, config.backbone, max_length=config.max_length, negative_ratio=config.negative_ratio,
         prompt_config=prompt_config, **mrc_settings,
