@@ -1,5 +1,6 @@
 """The quickstart's split under other MRC settings: train, then score the held-out notes end to end and the
-relations given the gold entities; one JSON line per run appended to ``--results``.
+relations given the gold entities; one JSON line per run appended to ``--results``, the trained adapter in
+``--work-dir/NAME/adapter``.
 
     OMP_NUM_THREADS=1 python benchmarks/quickstart_variants.py --name pw3 --setting positive_weight=3.0 \
         --results variants.jsonl
@@ -65,6 +66,7 @@ def main() -> None:
     fit(extractor, train_docs, dev_docs, config,
         learning_rates={"head": args.head_lr, "prompt": args.prompt_lr})
     train_seconds = time.perf_counter() - started
+    extractor.save_pretrained(config.output_dir / "adapter")
     gold = {d.doc_id: d for d in held_out}
     end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(held_out)})
     given_gold = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract_relations(held_out)})

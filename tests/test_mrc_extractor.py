@@ -29,7 +29,6 @@ from clinical_prompt.extractors import (
 from clinical_prompt.extractors.mrc import THRESHOLD_GRID, mrc_prompt_config, sample_negatives
 from clinical_prompt.extractors.mrc.questions import word_masks
 from clinical_prompt.fit import dev_scores, fit
-from clinical_prompt.heads.span import DECODING_MODES
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.training import TrainingConfig, TrainingResult
 from conftest import save_tiny_bert
@@ -435,7 +434,7 @@ def test_calibration_keeps_the_dev_decoding_and_threshold_with_the_best_concept_
     chosen = extractor.calibrate(dev_docs)
     assert (extractor.settings.decoding, extractor.settings.threshold) == (chosen["decoding"], chosen["threshold"])
     scores = {}
-    for mode, threshold in itertools.product(DECODING_MODES, THRESHOLD_GRID):
+    for mode, threshold in itertools.product(("flat", "scored"), THRESHOLD_GRID):
         extractor.settings = dataclasses.replace(extractor.settings, decoding=mode, threshold=threshold)
         scores[mode, threshold] = dev_scores(extractor, dev_docs)["strict_f1"]
     assert len(set(scores.values())) > 1, scores  # the choice matters on this dev set
@@ -453,12 +452,19 @@ def test_calibration_keeps_the_relation_decoding_with_the_best_f1_on_gold_entiti
         chosen["relation_decoding"], chosen["relation_threshold"])
     gold = {doc.doc_id: doc for doc in dev_docs}
     scores = {}
-    for mode, threshold in itertools.product(DECODING_MODES, THRESHOLD_GRID):
+    for mode, threshold in itertools.product(("flat", "scored"), THRESHOLD_GRID):
         extractor.settings = dataclasses.replace(settings, relation_decoding=mode, relation_threshold=threshold)
         predicted = {doc.doc_id: doc for doc in extractor.extract_relations(dev_docs)}
         scores[mode, threshold] = evaluate_documents(gold, predicted)["relations"]["strict"]["micro"]["f1"]
     assert len(set(scores.values())) > 1, scores  # relation rows are decoded as relation_decoding/threshold say
     assert scores[chosen["relation_decoding"], chosen["relation_threshold"]] == max(scores.values()), scores
+
+
+def test_calibration_keeps_nested_decoding_where_it_is_set(half_trained, dev_docs) -> None:
+    extractor = half_trained
+    extractor.settings = dataclasses.replace(extractor.settings, decoding="nested", relation_tails="spans")
+    chosen = extractor.calibrate(dev_docs)
+    assert chosen["decoding"] == "nested" and chosen["relation_decoding"] == "nested"
 
 
 def test_relation_rows_decode_in_their_own_mode(half_trained, dev_docs) -> None:

@@ -62,7 +62,7 @@ from clinical_prompt.extractors.mrc.questions import (
 )
 from clinical_prompt.extractors.mrc.saved import SavedExtractor, read_saved
 from clinical_prompt.extractors.mrc.settings import KIND, THRESHOLD_GRID, MrcSettings, ScoredSpan, span_head
-from clinical_prompt.heads.span import DECODING_MODES, SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
+from clinical_prompt.heads.span import SpanHead, SpanHeadOutput, decode_spans, pad_span_labels
 from clinical_prompt.layout import (
     BACKBONE_DIR,
     EXTRACTOR_FILE,
@@ -427,8 +427,9 @@ class MrcExtractor(Extractor):
         """Set ``settings.decoding`` and ``settings.threshold`` to the decoding mode and value of
         :data:`THRESHOLD_GRID` with the best concept strict micro-F1 on gold ``documents`` and, where the schema has
         relations, ``relation_decoding`` and ``relation_threshold`` to those with the best relation strict micro-F1
-        given the gold entities (ties: the mode already set, then the higher threshold). Rows are encoded once and
-        decoded every way.
+        given the gold entities (ties: the mode already set, then the higher threshold). The modes tried are
+        ``flat`` and ``scored``; a part set to ``nested`` (overlapping answers, a property of the annotation scheme)
+        keeps it. Rows are encoded once and decoded every way.
 
         The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
         percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
@@ -438,13 +439,14 @@ class MrcExtractor(Extractor):
         gold = {doc.doc_id: doc for doc in documents}
         s = self.settings
         relation_mode = s.relation_decoding or s.decoding
+        concept_modes = _calibrated_modes(s.decoding)
         # relation answers taken from the context's entities do not depend on the decoding mode
-        relation_modes = DECODING_MODES if s.relation_tails == "spans" else (relation_mode,)
+        relation_modes = _calibrated_modes(relation_mode) if s.relation_tails == "spans" else (relation_mode,)
         training = self.training
         self.eval()
         try:
             concept_rows = self.concept_questions(documents)
-            concept_spans = self._spans_on_grid(concept_rows, DECODING_MODES, batch_size)
+            concept_spans = self._spans_on_grid(concept_rows, concept_modes, batch_size)
             relation_rows = self.relation_questions(list(predictions_with_entities(documents).values()))
             relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size) if relation_rows else {}
         finally:
@@ -573,6 +575,11 @@ class MrcExtractor(Extractor):
             head.load_state_dict({name[len(HEADS_PREFIX):]: value for name, value in tensors.items()})
         return cls(saved.schema, tokenizer, encoder, strategy=spec.name, settings=settings,
                    backbone_id=saved.meta.get("backbone"))
+
+
+def _calibrated_modes(mode: str) -> tuple[str, ...]:
+    """The decoding modes calibration tries for a part set to ``mode``: nested stays nested."""
+    return (mode,) if mode == "nested" else ("flat", "scored")
 
 
 def _scored_candidates(row: RelationQuestion, start_p: Tensor, end_p: Tensor) -> list[ScoredSpan]:
