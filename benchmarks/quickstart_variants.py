@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
+from clinical_prompt.brat import Document
 from clinical_prompt.corpus import train_dev_split
 from clinical_prompt.evaluation import evaluate_documents
+from clinical_prompt.extractors import Extractor
 from clinical_prompt.fit import fit
 from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig, quickstart_extractor
 from clinical_prompt.readers import read_documents
@@ -44,6 +46,9 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--train", type=int, default=defaults.train_documents)
     parser.add_argument("--test", type=int, default=defaults.test_documents)
+    parser.add_argument("--validation", type=int, default=0,
+                        help="also score this many notes just before the held-out ones (neither trained on nor held "
+                             "out: where defaults are chosen)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--setting", type=setting, action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--prompt", type=setting, action="append", default=[], metavar="NAME=VALUE")
@@ -56,6 +61,9 @@ def main() -> None:
     schema = load_schema(BUNDLED_SCHEMA)
     documents = sorted((schema.map_document(d) for d in read_documents(defaults.corpus)), key=lambda d: d.doc_id)
     held_out = documents[-args.test:]
+    validation = documents[len(documents) - args.test - args.validation: len(documents) - args.test]
+    if args.train + args.validation + args.test > len(documents):
+        parser.error(f"--train, --validation and --test overlap: {len(documents)} notes")
     train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=0.1, seed=defaults.seed)
     torch.manual_seed(defaults.seed)
     extractor = quickstart_extractor(defaults, schema, prompt=dict(args.prompt), settings=dict(args.setting))
@@ -67,9 +75,7 @@ def main() -> None:
         learning_rates={"head": args.head_lr, "prompt": args.prompt_lr})
     train_seconds = time.perf_counter() - started
     extractor.save_pretrained(config.output_dir / "adapter")
-    gold = {d.doc_id: d for d in held_out}
-    end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(held_out)})
-    given_gold = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract_relations(held_out)})
+    end_to_end, given_gold = scores(extractor, held_out)
 
     def f1(result: dict, part: str, mode: str) -> float:
         return round(result[part][mode]["micro"]["f1"], 3)
@@ -89,9 +95,21 @@ def main() -> None:
             t: round(c["f1"], 3) for t, c in end_to_end["concepts"]["strict"]["per_type"].items()
         },
     }
+    if validation:
+        validation_scores, _ = scores(extractor, validation)
+        row |= {"validation": len(validation),
+                "validation_concept_strict_f1": f1(validation_scores, "concepts", "strict"),
+                "validation_relation_strict_f1": f1(validation_scores, "relations", "strict")}
     print(json.dumps(row))
     with args.results.open("a", encoding="utf-8") as stream:
         stream.write(json.dumps(row) + "\n")
+
+
+def scores(extractor: Extractor, documents: list[Document]) -> tuple[dict, dict]:
+    """Scores of ``documents`` end to end, and of their relations given the gold entities."""
+    gold = {d.doc_id: d for d in documents}
+    end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(documents)})
+    return end_to_end, evaluate_documents(gold, {d.doc_id: d for d in extractor.extract_relations(documents)})
 
 
 if __name__ == "__main__":
