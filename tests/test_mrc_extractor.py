@@ -443,7 +443,7 @@ def test_calibration_keeps_the_dev_decoding_and_threshold_with_the_best_concept_
                                       if mode == chosen["decoding"] and f1 == max(scores.values()))
 
 
-def test_calibration_keeps_the_relation_decoding_with_the_best_f1_on_gold_entities(half_trained, dev_docs) -> None:
+def test_calibration_keeps_the_relation_decoding_with_the_best_end_to_end_f1(half_trained, dev_docs) -> None:
     extractor = half_trained
     extractor.settings = dataclasses.replace(extractor.settings, relation_tails="spans")  # spans vary with threshold
     chosen = extractor.calibrate(dev_docs)
@@ -454,7 +454,7 @@ def test_calibration_keeps_the_relation_decoding_with_the_best_f1_on_gold_entiti
     scores = {}
     for mode, threshold in itertools.product(("flat", "scored"), THRESHOLD_GRID):
         extractor.settings = dataclasses.replace(settings, relation_decoding=mode, relation_threshold=threshold)
-        predicted = {doc.doc_id: doc for doc in extractor.extract_relations(dev_docs)}
+        predicted = {doc.doc_id: doc for doc in extractor.extract(dev_docs)}
         scores[mode, threshold] = evaluate_documents(gold, predicted)["relations"]["strict"]["micro"]["f1"]
     assert len(set(scores.values())) > 1, scores  # relation rows are decoded as relation_decoding/threshold say
     assert scores[chosen["relation_decoding"], chosen["relation_threshold"]] == max(scores.values()), scores

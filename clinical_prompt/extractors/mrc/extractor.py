@@ -425,11 +425,12 @@ class MrcExtractor(Extractor):
     @torch.no_grad()
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float | str]:
         """Set ``settings.decoding`` and ``settings.threshold`` to the decoding mode and value of
-        :data:`THRESHOLD_GRID` with the best concept strict micro-F1 on gold ``documents`` and, where the schema has
-        relations, ``relation_decoding`` and ``relation_threshold`` to those with the best relation strict micro-F1
-        given the gold entities (ties: the mode already set, then the higher threshold). The modes tried are
-        ``flat`` and ``scored``; a part set to ``nested`` (overlapping answers, a property of the annotation scheme)
-        keeps it. Rows are encoded once and decoded every way.
+        :data:`THRESHOLD_GRID` with the best concept strict micro-F1 on gold ``documents`` and then, where the schema
+        has relations, ``relation_decoding`` and ``relation_threshold`` to those with the best end-to-end relation
+        strict micro-F1, asked about the concepts found with the settings just chosen, as :meth:`extract` asks them
+        (ties: the mode already set, then the higher threshold). The modes tried are ``flat`` and ``scored``; a part
+        set to ``nested`` (overlapping answers, a property of the annotation scheme) keeps it. Rows are encoded once
+        and decoded every way.
 
         The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
         percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
@@ -439,35 +440,38 @@ class MrcExtractor(Extractor):
         gold = {doc.doc_id: doc for doc in documents}
         s = self.settings
         relation_mode = s.relation_decoding or s.decoding
-        concept_modes = _calibrated_modes(s.decoding)
         # relation answers taken from the context's entities do not depend on the decoding mode
         relation_modes = _calibrated_modes(relation_mode) if s.relation_tails == "spans" else (relation_mode,)
+        concept_rows = self.concept_questions(documents)
+
+        def found(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
+            predictions = predictions_for(documents)
+            self.add_answers(predictions, concept_rows, concept_spans[choice])
+            return predictions
+
+        def strict_f1(part: str, predictions: Mapping[str, DocumentPredictions]) -> float:
+            predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
+            return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
+
+        def answered(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
+            predictions = found(concept_choice)
+            self.add_answers(predictions, relation_rows, relation_spans[choice])
+            return predictions
+
         training = self.training
         self.eval()
         try:
-            concept_rows = self.concept_questions(documents)
-            concept_spans = self._spans_on_grid(concept_rows, concept_modes, batch_size)
-            relation_rows = self.relation_questions(list(predictions_with_entities(documents).values()))
-            relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size) if relation_rows else {}
+            concept_spans = self._spans_on_grid(concept_rows, _calibrated_modes(s.decoding), batch_size)
+            concept_choice = max(concept_spans, key=lambda choice: (
+                strict_f1("concepts", found(choice)), choice[0] == s.decoding, choice[1]))
+            chosen: dict[str, float | str] = dict(zip(("decoding", "threshold"), concept_choice))
+            relation_rows = self.relation_questions(list(found(concept_choice).values()))
+            if relation_rows:
+                relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size)
+                chosen.update(zip(("relation_decoding", "relation_threshold"), max(relation_spans, key=lambda choice: (
+                    strict_f1("relations", answered(choice)), choice[0] == relation_mode, choice[1]))))
         finally:
             self.train(training)
-
-        def best(part: str, rows: list[dict], spans: dict[tuple[str, float], list[list[ScoredSpan]]],
-                 mode: str) -> tuple[str, float]:
-            def strict_f1(choice: tuple[str, float]) -> float:
-                predictions = (predictions_with_entities(documents) if part == "relations"
-                               else predictions_for(documents))
-                self.add_answers(predictions, rows, spans[choice])
-                predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
-                return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
-
-            return max(spans, key=lambda choice: (strict_f1(choice), choice[0] == mode, choice[1]))
-
-        chosen: dict[str, float | str] = dict(zip(("decoding", "threshold"),
-                                                  best("concepts", concept_rows, concept_spans, s.decoding)))
-        if relation_spans:
-            chosen.update(zip(("relation_decoding", "relation_threshold"),
-                              best("relations", relation_rows, relation_spans, relation_mode)))
         self.settings = dataclasses.replace(s, **chosen)
         return chosen
 
