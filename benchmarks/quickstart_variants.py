@@ -50,6 +50,7 @@ def main() -> None:
                         help="also score this many notes just before the held-out ones (neither trained on nor held "
                              "out: where defaults are chosen)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--dev-fraction", type=float, default=defaults.dev_fraction)
     parser.add_argument("--setting", type=setting, action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--prompt", type=setting, action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--head-lr", type=float, default=defaults.head_lr)
@@ -64,7 +65,7 @@ def main() -> None:
     validation = documents[len(documents) - args.test - args.validation: len(documents) - args.test]
     if args.train + args.validation + args.test > len(documents):
         parser.error(f"--train, --validation and --test overlap: {len(documents)} notes")
-    train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=0.1, seed=defaults.seed)
+    train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=args.dev_fraction, seed=defaults.seed)
     torch.manual_seed(defaults.seed)
     extractor = quickstart_extractor(defaults, schema, prompt=dict(args.prompt), settings=dict(args.setting))
     config = TrainingConfig(output_dir=Path(args.work_dir) / args.name, num_epochs=args.epochs,

@@ -36,6 +36,7 @@ class QuickstartConfig:
     backbone: str = "minilm"
     strategy: str = "soft-prompt-frozen"
     train_documents: int = 120
+    dev_fraction: float = 0.1  # of the training documents, kept to fit the decoding settings
     test_documents: int = 20
     epochs: int = 3
     max_length: int = 128
@@ -66,7 +67,8 @@ def run_quickstart(config: QuickstartConfig) -> int:
     corpus = read_corpus(config.corpus, collect_problems=True)
     documents = sorted((schema.map_document(d) for d in corpus.documents), key=lambda d: d.doc_id)
     held_out = documents[-config.test_documents:]
-    train_docs, dev_docs = train_dev_split(documents[: config.train_documents], dev_fraction=0.1, seed=config.seed)
+    train_docs, dev_docs = train_dev_split(documents[: config.train_documents], dev_fraction=config.dev_fraction,
+                                         seed=config.seed)
     print(f"{len(corpus.documents)} notes read ({len(corpus.problems)} problems); "
           f"training on {len(train_docs)}, dev {len(dev_docs)}, held out {len(held_out)}")
 
