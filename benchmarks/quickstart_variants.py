@@ -6,7 +6,8 @@ relations given the gold entities; one JSON line per run appended to ``--results
         --results variants.jsonl
 
 Split as in ``clinical-prompt quickstart``: bundled MACCROBAT (``maccrobat-med``) sorted by name, the last
-``--test`` notes held out, the first ``--train`` notes trained on with a seeded 10% kept for dev (thresholds).
+``--test`` notes held out, the first ``--train`` notes trained on with a seeded ``--dev-fraction`` kept for dev
+(decoding settings).
 The extractor is the quickstart's; ``--setting NAME=VALUE`` replaces one of its ``MrcSettings`` fields and
 ``--prompt NAME=VALUE`` a ``ClinicalPromptConfig`` field (JSON values; bare words are strings), e.g.
 ``--prompt prompt_start_layer=0``.

@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--backbone", help="hub id or model folder (default: the offline MiniLM)")
     quickstart.add_argument("--epochs", type=int, help=f"passes over the training rows (default {defaults.epochs})")
     quickstart.add_argument("--train-documents", type=int,
-                            help=f"documents to train on, a tenth of them dev (default {defaults.train_documents})")
+                            help=f"documents to train on, {defaults.dev_fraction:.0%} of them dev (default "
+                                 f"{defaults.train_documents})")
     quickstart.add_argument("--test-documents", type=int,
                             help=f"held-out documents, the last by name (default {defaults.test_documents})")
     quickstart.add_argument("--prompt-start-layer", type=int, help="first layer with deep prompts; the layers "
