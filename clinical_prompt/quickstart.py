@@ -26,7 +26,7 @@ BUNDLED_SCHEMA = "maccrobat-med"
 class QuickstartConfig:
     """What the main job trains on and how long; the defaults are the embedded ones, sized for about ten minutes on
     two CPU cores: prompts from the middle layer (3 of MiniLM's 6; the lower layers run once per sentence for every
-    question, so training takes about half the time of full-depth prompts), 120 notes (a fifth of them dev) for 5
+    question, so training runs at 1.7 times the tokens/s of full-depth prompts), 120 notes (a fifth of them dev) for 5
     epochs, chosen on notes that are neither trained on nor held out, and relation questions that decode their own
     tail spans (README, Quickstart)."""
 

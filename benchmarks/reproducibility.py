@@ -1,0 +1,52 @@
+"""Whether training repeats itself on this machine: the quickstart's extractor fitted twice in one process, same seed,
+one epoch on the first few bundled notes; prints the largest difference between the two runs' trained parameters.
+
+    python benchmarks/reproducibility.py --threads 2 --start-layer 3 [--documents 4]
+
+CPU kernels that split a reduction over threads may add in a different order from run to run; with one thread the
+two runs should agree exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+import torch
+
+from clinical_prompt.fit import fit
+from clinical_prompt.quickstart import QuickstartConfig, quickstart_extractor
+from clinical_prompt.readers import read_documents
+from clinical_prompt.schema import load_schema
+from clinical_prompt.training import TrainingConfig
+
+
+def trained_parameters(config: QuickstartConfig, documents: list) -> dict[str, torch.Tensor]:
+    """The trainable parameters after one epoch of ``fit`` from ``config.seed``."""
+    torch.manual_seed(config.seed)
+    extractor = quickstart_extractor(config, load_schema(config.schema))
+    with tempfile.TemporaryDirectory() as output:
+        training = TrainingConfig(output_dir=output, num_epochs=1, per_device_batch_size=config.batch_size,
+                                  seed=config.seed, load_best_at_end=False, eval_every_epoch=False,
+                                  save_every_epoch=False)
+        fit(extractor, documents, None, training, learning_rates={"head": config.head_lr, "prompt": config.prompt_lr})
+    return {name: p.detach().clone() for name, p in extractor.named_parameters() if p.requires_grad}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--start-layer", type=int, default=None, help="prompt start layer (default: the quickstart's)")
+    parser.add_argument("--documents", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = QuickstartConfig(prompt_start_layer=args.start_layer)
+    schema = load_schema(config.schema)
+    documents = sorted((schema.map_document(d) for d in read_documents(config.corpus)), key=lambda d: d.doc_id)
+    first, second = (trained_parameters(config, documents[: args.documents]) for _ in range(2))
+    difference = max((first[name] - second[name]).abs().max().item() for name in first)
+    print(f"{args.threads} thread(s), prompts from layer {args.start_layer}: largest parameter difference between two "
+          f"runs {difference:.3g}")
+
+
+if __name__ == "__main__":
+    main()
