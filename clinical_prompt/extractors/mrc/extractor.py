@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -444,32 +444,34 @@ class MrcExtractor(Extractor):
         relation_modes = _calibrated_modes(relation_mode) if s.relation_tails == "spans" else (relation_mode,)
         concept_rows = self.concept_questions(documents)
 
-        def found(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
-            predictions = predictions_for(documents)
-            self.add_answers(predictions, concept_rows, concept_spans[choice])
-            return predictions
-
         def strict_f1(part: str, predictions: Mapping[str, DocumentPredictions]) -> float:
             predicted = {doc_id: p.document() for doc_id, p in predictions.items()}
             return evaluate_documents(gold, predicted)[part]["strict"]["micro"]["f1"]
-
-        def answered(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
-            predictions = found(concept_choice)
-            self.add_answers(predictions, relation_rows, relation_spans[choice])
-            return predictions
 
         training = self.training
         self.eval()
         try:
             concept_spans = self._spans_on_grid(concept_rows, _calibrated_modes(s.decoding), batch_size)
-            concept_choice = max(concept_spans, key=lambda choice: (
-                strict_f1("concepts", found(choice)), choice[0] == s.decoding, choice[1]))
+
+            def found(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
+                predictions = predictions_for(documents)
+                self.add_answers(predictions, concept_rows, concept_spans[choice])
+                return predictions
+
+            concept_choice = _best(concept_spans, lambda choice: strict_f1("concepts", found(choice)), s.decoding)
             chosen: dict[str, float | str] = dict(zip(("decoding", "threshold"), concept_choice))
             relation_rows = self.relation_questions(list(found(concept_choice).values()))
             if relation_rows:
                 relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size)
-                chosen.update(zip(("relation_decoding", "relation_threshold"), max(relation_spans, key=lambda choice: (
-                    strict_f1("relations", answered(choice)), choice[0] == relation_mode, choice[1]))))
+
+                def answered(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
+                    predictions = found(concept_choice)
+                    self.add_answers(predictions, relation_rows, relation_spans[choice])
+                    return predictions
+
+                relation_choice = _best(relation_spans, lambda choice: strict_f1("relations", answered(choice)),
+                                        relation_mode)
+                chosen.update(zip(("relation_decoding", "relation_threshold"), relation_choice))
         finally:
             self.train(training)
         self.settings = dataclasses.replace(s, **chosen)
@@ -579,6 +581,13 @@ class MrcExtractor(Extractor):
             head.load_state_dict({name[len(HEADS_PREFIX):]: value for name, value in tensors.items()})
         return cls(saved.schema, tokenizer, encoder, strategy=spec.name, settings=settings,
                    backbone_id=saved.meta.get("backbone"))
+
+
+def _best(choices: Iterable[tuple[str, float]], f1: Callable[[tuple[str, float]], float], mode: str
+          ) -> tuple[str, float]:
+    """The ``(decoding mode, threshold)`` of ``choices`` with the best ``f1``; ties: ``mode``, then the higher
+    threshold."""
+    return max(choices, key=lambda choice: (f1(choice), choice[0] == mode, choice[1]))
 
 
 def _calibrated_modes(mode: str) -> tuple[str, ...]:
