@@ -12,11 +12,10 @@ import argparse
 import dataclasses
 import itertools
 
-from quickstart_variants import scores
+from quickstart_runs import bundled_notes, end_to_end_scores, validation_notes
 
 from clinical_prompt.extractors import load_extractor
 from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig
-from clinical_prompt.readers import read_documents
 from clinical_prompt.schema import load_schema
 
 MODES = ("flat", "scored")
@@ -31,9 +30,8 @@ def main() -> None:
     args = parser.parse_args()
 
     schema = load_schema(BUNDLED_SCHEMA)
-    documents = sorted((schema.map_document(d) for d in read_documents(defaults.corpus)), key=lambda d: d.doc_id)
-    parts = {"validation": documents[len(documents) - args.test - args.validation: len(documents) - args.test],
-             "held out": documents[-args.test:]}
+    documents = bundled_notes(defaults, schema)
+    parts = {"validation": validation_notes(documents, args.validation, args.test), "held out": documents[-args.test:]}
     extractor = load_extractor(args.adapter)
     calibrated = extractor.settings
     print(f"{'concepts':<9} {'relations':<10}" + "".join(f" {name + ' concepts / relations':>32}" for name in parts))
@@ -41,7 +39,7 @@ def main() -> None:
         extractor.settings = dataclasses.replace(calibrated, decoding=concept_mode, relation_decoding=relation_mode)
         cells = []
         for part in parts.values():
-            end_to_end, _ = scores(extractor, part)
+            end_to_end = end_to_end_scores(extractor, part)
             cells.append(" / ".join(f"{end_to_end[kind]['strict']['micro']['f1']:.3f}"
                                     for kind in ("concepts", "relations")))
         print(f"{concept_mode:<9} {relation_mode:<10}" + "".join(f" {cell:>32}" for cell in cells), flush=True)

@@ -20,14 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from quickstart_runs import bundled_notes, end_to_end_scores, validation_notes
 
-from clinical_prompt.brat import Document
 from clinical_prompt.corpus import train_dev_split
 from clinical_prompt.evaluation import evaluate_documents
-from clinical_prompt.extractors import Extractor
 from clinical_prompt.fit import fit
 from clinical_prompt.quickstart import BUNDLED_SCHEMA, QuickstartConfig, quickstart_extractor
-from clinical_prompt.readers import read_documents
 from clinical_prompt.schema import load_schema
 from clinical_prompt.training import TrainingConfig
 
@@ -61,9 +59,9 @@ def main() -> None:
     args = parser.parse_args()
 
     schema = load_schema(BUNDLED_SCHEMA)
-    documents = sorted((schema.map_document(d) for d in read_documents(defaults.corpus)), key=lambda d: d.doc_id)
+    documents = bundled_notes(defaults, schema)
     held_out = documents[-args.test:]
-    validation = documents[len(documents) - args.test - args.validation: len(documents) - args.test]
+    validation = validation_notes(documents, args.validation, args.test)
     if args.train + args.validation + args.test > len(documents):
         parser.error(f"--train, --validation and --test overlap: {len(documents)} notes")
     train_docs, dev_docs = train_dev_split(documents[: args.train], dev_fraction=args.dev_fraction, seed=defaults.seed)
@@ -77,7 +75,9 @@ def main() -> None:
         learning_rates={"head": args.head_lr, "prompt": args.prompt_lr})
     train_seconds = time.perf_counter() - started
     extractor.save_pretrained(config.output_dir / "adapter")
-    end_to_end, given_gold = scores(extractor, held_out)
+    end_to_end = end_to_end_scores(extractor, held_out)
+    given_gold = evaluate_documents({d.doc_id: d for d in held_out},
+                                    {d.doc_id: d for d in extractor.extract_relations(held_out)})
 
     def f1(result: dict, part: str, mode: str) -> float:
         return round(result[part][mode]["micro"]["f1"], 3)
@@ -98,20 +98,13 @@ def main() -> None:
         },
     }
     if validation:
-        validation_scores, _ = scores(extractor, validation)
+        validation_scores = end_to_end_scores(extractor, validation)
         row |= {"validation": len(validation),
                 "validation_concept_strict_f1": f1(validation_scores, "concepts", "strict"),
                 "validation_relation_strict_f1": f1(validation_scores, "relations", "strict")}
     print(json.dumps(row))
     with args.results.open("a", encoding="utf-8") as stream:
         stream.write(json.dumps(row) + "\n")
-
-
-def scores(extractor: Extractor, documents: list[Document]) -> tuple[dict, dict]:
-    """Scores of ``documents`` end to end, and of their relations given the gold entities."""
-    gold = {d.doc_id: d for d in documents}
-    end_to_end = evaluate_documents(gold, {d.doc_id: d for d in extractor.extract(documents)})
-    return end_to_end, evaluate_documents(gold, {d.doc_id: d for d in extractor.extract_relations(documents)})
 
 
 if __name__ == "__main__":

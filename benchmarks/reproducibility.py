@@ -9,26 +9,21 @@ two runs should agree exactly.
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import torch
+from quickstart_runs import bundled_notes, fit_one_epoch
 
-from clinical_prompt.fit import fit
+from clinical_prompt.brat import Document
 from clinical_prompt.quickstart import QuickstartConfig, quickstart_extractor
-from clinical_prompt.readers import read_documents
-from clinical_prompt.schema import load_schema
-from clinical_prompt.training import TrainingConfig
+from clinical_prompt.schema import TaskSchema, load_schema
 
 
-def trained_parameters(config: QuickstartConfig, documents: list) -> dict[str, torch.Tensor]:
+def trained_parameters(config: QuickstartConfig, schema: TaskSchema, documents: list[Document]
+                       ) -> dict[str, torch.Tensor]:
     """The trainable parameters after one epoch of ``fit`` from ``config.seed``."""
     torch.manual_seed(config.seed)
-    extractor = quickstart_extractor(config, load_schema(config.schema))
-    with tempfile.TemporaryDirectory() as output:
-        training = TrainingConfig(output_dir=output, num_epochs=1, per_device_batch_size=config.batch_size,
-                                  seed=config.seed, load_best_at_end=False, eval_every_epoch=False,
-                                  save_every_epoch=False)
-        fit(extractor, documents, None, training, learning_rates={"head": config.head_lr, "prompt": config.prompt_lr})
+    extractor = quickstart_extractor(config, schema)
+    fit_one_epoch(extractor, documents, config)
     return {name: p.detach().clone() for name, p in extractor.named_parameters() if p.requires_grad}
 
 
@@ -41,8 +36,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = QuickstartConfig(prompt_start_layer=args.start_layer)
     schema = load_schema(config.schema)
-    documents = sorted((schema.map_document(d) for d in read_documents(config.corpus)), key=lambda d: d.doc_id)
-    first, second = (trained_parameters(config, documents[: args.documents]) for _ in range(2))
+    documents = bundled_notes(config, schema)[: args.documents]
+    first, second = (trained_parameters(config, schema, documents) for _ in range(2))
     difference = max((first[name] - second[name]).abs().max().item() for name in first)
     print(f"{args.threads} thread(s), prompts from layer {args.start_layer}: largest parameter difference between two "
           f"runs {difference:.3g}")

@@ -36,7 +36,6 @@ import copy
 import multiprocessing
 import os
 import resource
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -44,19 +43,17 @@ from dataclasses import dataclass
 
 import torch
 import transformers
+from quickstart_runs import bundled_notes, fit_one_epoch
 from stock_peers import StockTagger
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, PretrainedConfig
 
 from clinical_prompt.backbone import enable_activation_checkpointing, resolve_backbone
-from clinical_prompt.fit import fit
 from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
 from clinical_prompt.prompts.attention import SDPA_SELF_ATTENTION, use_sdpa_attention
 from clinical_prompt.quantization import quantize_backbone
 from clinical_prompt.quickstart import QuickstartConfig, quickstart_extractor
-from clinical_prompt.readers import read_documents
 from clinical_prompt.schema import load_schema
-from clinical_prompt.training import TrainingConfig
 
 LABELS = 3
 METHODS = ("full-fine-tuning", "peft-prompt-tuning", "ours-input", "ours-deep", "ours-deep-checkpointing",
@@ -201,14 +198,8 @@ def _fit_run(start_layer: int, args: argparse.Namespace, connection) -> None:
     torch.manual_seed(0)
     config = QuickstartConfig(prompt_start_layer=start_layer)
     schema = load_schema(config.schema)
-    documents = sorted((schema.map_document(d) for d in read_documents(config.corpus)), key=lambda d: d.doc_id)
-    extractor = quickstart_extractor(config, schema)
-    with tempfile.TemporaryDirectory() as output:
-        training = TrainingConfig(output_dir=output, num_epochs=1, per_device_batch_size=config.batch_size,
-                                  seed=config.seed, load_best_at_end=False, eval_every_epoch=False,
-                                  save_every_epoch=False)
-        result = fit(extractor, documents[: args.fit_documents], None, training,
-                     learning_rates={"head": config.head_lr, "prompt": config.prompt_lr})
+    result = fit_one_epoch(quickstart_extractor(config, schema), bundled_notes(config, schema)[: args.fit_documents],
+                           config)
     connection.send({"start_layer": start_layer, "tokens_per_s": result.tokens_per_second,
                      "seconds": result.train_seconds,
                      "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10})
