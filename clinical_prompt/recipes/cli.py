@@ -28,7 +28,19 @@ def run_recipe_command(name: str, args: argparse.Namespace) -> int:
         return 0
     _log_to_stderr()
     run_recipe(name, config)
+    _end_processes()
     return 0
+
+
+def _end_processes() -> None:
+    """Under ``accelerate launch``, let every process finish before the process group is torn down: a process
+    that exits while another still talks to it can abort the launch (gloo on CPU)."""
+    from clinical_prompt.distributed import process_state
+
+    state = process_state()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 def _log_to_stderr() -> None:
