@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from stock_peers import STOCK_METHODS, STOCK_TRAINED_PARTS, StockPeer
 
 from clinical_prompt.atomic import write_text
@@ -327,10 +328,12 @@ def read_rows(output: Path) -> dict[str, dict[str, Any]]:
 
 
 def append_row(output: Path, row: dict[str, Any]) -> None:
-    """Add ``row`` to ``cells.jsonl`` (replacing the cell's earlier row), atomically."""
-    rows = read_rows(output)
-    rows.pop(row["cell"], None)
-    write_text(output / CELLS_FILE, "".join(json.dumps(r) + "\n" for r in [*rows.values(), row]))
+    """Add ``row`` to ``cells.jsonl`` (replacing the cell's earlier row), atomically; grids running side by side
+    on one output take turns."""
+    with FileLock(output / f"{CELLS_FILE}.lock"):
+        rows = read_rows(output)
+        rows.pop(row["cell"], None)
+        write_text(output / CELLS_FILE, "".join(json.dumps(r) + "\n" for r in [*rows.values(), row]))
 
 
 def skip_reasons(config: QualityBenchmark) -> dict[str, str]:

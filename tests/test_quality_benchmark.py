@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,19 @@ def test_a_cells_new_row_replaces_its_old_one(tmp_path):
     rows = quality.read_rows(tmp_path)
     assert [(name, row["concept_strict_f1"]) for name, row in rows.items()] == [("b/finetune/minilm", 0.2),
                                                                                ("a/finetune/minilm", 0.3)]
+
+
+def test_grids_side_by_side_keep_every_row(tmp_path):
+    def grid(name: str) -> None:
+        for i in range(40):
+            quality.append_row(tmp_path, {"cell": f"{name}/{i}", "concept_strict_f1": i / 40})
+
+    threads = [threading.Thread(target=grid, args=(name,)) for name in ("ddi", "maccrobat")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(quality.read_rows(tmp_path)) == 80
 
 
 @pytest.mark.parametrize("override, message", [
