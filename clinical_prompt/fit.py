@@ -65,9 +65,10 @@ def fit(
         weight_decay=training_config.weight_decay,
     )
     rows = extractor.training_rows(train_docs)  # a list of row dicts is a map-style dataset
-    dataset, collate = rows, extractor.collate
+    dataset, collate, lengths = rows, extractor.collate, None
     if extractor.shares_trunk:  # batches of whole texts: each text's lower layers run once for all its questions
         dataset, collate = same_text_groups(rows), partial(_collate_groups, extractor.collate)
+        lengths = [len(group[0]["input_ids"]) for group in dataset]
         training_config = dataclasses.replace(training_config, per_device_batch_size=max(
             1, round(training_config.per_device_batch_size * len(dataset) / len(rows))
         ))
@@ -83,6 +84,7 @@ def fit(
         collate_fn=collate,
         param_groups=groups,
         evaluate_fn=evaluate_fn if dev_docs else None,
+        lengths=lengths,
     )
     last_evaluated = next((e["epoch"] for e in reversed(result.history) if e["metrics"]), None)
     restored = training_config.load_best_at_end and result.best_epoch != last_evaluated

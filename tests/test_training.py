@@ -169,6 +169,38 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     assert not torch.equal(models[0]["head.weight"], make_model().head.weight)
 
 
+def test_batches_group_examples_of_similar_length(tmp_path):
+    """Length grouping pads little and still shows every example once per epoch; the plain order pads much more."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 41, (96,), generator=generator).tolist()
+    examples = [{"input_ids": torch.randint(0, VOCAB, (n,), generator=generator).tolist(), "labels": i % 2, "id": i}
+                for i, n in enumerate(lengths)]
+    real = sum(len(e["input_ids"]) for e in examples)
+
+    def run(name: str, group_by_length: bool) -> tuple[int, list[list[int]]]:
+        padded, seen = [0], []
+
+        def padding_collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+            width = max(len(e["input_ids"]) for e in batch)
+            padded[0] += width * len(batch)
+            seen.append([e["id"] for e in batch])
+            ids = [e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch]
+            mask = [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch]
+            return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+                    "labels": torch.tensor([e["labels"] for e in batch])}
+
+        train(make_model(), examples, collate_fn=padding_collate, config=config(
+            tmp_path / name, num_epochs=2, group_by_length=group_by_length, save_every_epoch=False))
+        return padded[0], seen
+
+    grouped, grouped_batches = run("grouped", True)
+    plain, _ = run("plain", False)
+    assert grouped < 1.15 * 2 * real < plain / 1.3, (grouped, plain, 2 * real)
+    for epoch in (grouped_batches[:24], grouped_batches[24:]):
+        assert sorted(i for batch in epoch for i in batch) == list(range(96))
+    assert grouped_batches[:24] != grouped_batches[24:]  # shuffled anew each epoch
+
+
 def test_default_param_groups_skip_decay_on_bias_and_layernorm():
     model = make_model()
     model.head.bias.requires_grad_(False)

@@ -117,6 +117,7 @@ class TrainingSection:
     epochs: StrictInt = _field(3, help="passes over the training rows")
     batch_size: StrictInt = _field(8, help="rows per batch on each process")
     gradient_accumulation_steps: StrictInt = _field(1, help="batches per optimizer step")
+    group_by_length: StrictBool = _field(True, help="batches of rows of similar length: far less padding")
     eval_batch_size: StrictInt = _field(32, help="rows per forward pass when extracting")
     backbone_lr: StrictFloat | None = _field(None, help="backbone learning rate (null: the strategy's)")
     head_lr: StrictFloat | None = _field(None, help="head learning rate (null: the strategy's)")
@@ -134,7 +135,8 @@ class TrainingSection:
         """The library's :class:`TrainingConfig` of this section; no early stopping without dev documents."""
         return TrainingConfig(
             output_dir=output_dir, num_epochs=self.epochs, per_device_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, weight_decay=self.weight_decay,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, group_by_length=self.group_by_length,
+            weight_decay=self.weight_decay,
             warmup_ratio=self.warmup_ratio, eval_every_epoch=self.eval_every_epoch,
             early_stopping_patience=self.early_stopping_patience if dev else None,
             load_best_at_end=self.load_best_at_end, mixed_precision=self.mixed_precision, seed=self.seed,

@@ -6,7 +6,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from clinical_prompt.lock import LOCK_NAME, acquire, release
 from clinical_prompt.training.checkpoints import (
@@ -56,12 +57,15 @@ def train(
     param_groups: list[dict[str, Any]] | None = None,
     evaluate_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     accelerator: Accelerator | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``train_dataset`` (AdamW, linear warmup and decay) and return its history and figures.
 
     ``param_groups`` are AdamW groups (``params``, optional ``lr``, ``weight_decay``); only parameters with
-    ``requires_grad`` are kept. ``evaluate_fn(model)`` runs on every process (so it may ``gather_for_metrics``) with
-    the unwrapped model in eval mode under ``torch.no_grad()``; the main process's metrics are used everywhere.
+    ``requires_grad`` are kept. With ``config.group_by_length``, batches take examples of similar length where the
+    lengths are known: ``lengths`` (one per example), else the ``input_ids`` of mapping examples.
+    ``evaluate_fn(model)`` runs on every process (so it may ``gather_for_metrics``) with the unwrapped model in eval
+    mode under ``torch.no_grad()``; the main process's metrics are used everywhere.
     A given ``accelerator`` keeps its own mixed precision; ``config.gradient_accumulation_steps`` is applied to it.
     Seed the model's construction yourself: this function seeds what happens from its start on.
     """
@@ -75,13 +79,17 @@ def train(
     set_seed(config.seed)
     if config.activation_checkpointing:
         _enable_activation_checkpointing(model)
+    sampler = _EpochSampler(len(train_dataset), config.seed)
+    if config.group_by_length:
+        sampler.group_by_length(config.per_device_batch_size, lengths or _input_lengths(train_dataset))
     with _output_dir_lock(config.output_dir, accelerator):
-        return _train(model, train_dataset, config, collate_fn, param_groups, evaluate_fn, accelerator)
+        return _train(model, train_dataset, sampler, config, collate_fn, param_groups, evaluate_fn, accelerator)
 
 
 def _train(
     model: nn.Module,
     train_dataset: Dataset,
+    sampler: _EpochSampler,
     config: TrainingConfig,
     collate_fn: Callable[[list[Any]], Mapping[str, Any]],
     param_groups: list[dict[str, Any]] | None,
@@ -98,7 +106,7 @@ def _train(
         raise ValueError("no parameter to train: every parameter given has requires_grad=False")
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
     loader = accelerator.prepare(DataLoader(
-        train_dataset, batch_size=config.per_device_batch_size, sampler=_EpochSampler(len(train_dataset), config.seed),
+        train_dataset, batch_size=config.per_device_batch_size, sampler=sampler,
         collate_fn=collate_fn, num_workers=config.dataloader_num_workers,
     ))
     steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
@@ -212,20 +220,41 @@ def _train_epoch(
 
 
 class _EpochSampler(Sampler[int]):
-    """A random order that depends only on ``(seed, epoch)``: the same on every process and after a resume."""
+    """A random order that depends only on ``(seed, epoch)``: the same on every process and after a resume. Grouped
+    by length, it is ``transformers``' length-grouped order (shuffled, then sorted by length within runs of up to 50
+    batches), so a batch pads little."""
 
     def __init__(self, num_samples: int, seed: int) -> None:
         self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        self.batch_size: int | None = None
+        self.lengths: list[int] | None = None
+
+    def group_by_length(self, batch_size: int, lengths: Sequence[int] | None) -> None:
+        """Order batches of ``batch_size`` by ``lengths`` (one per example; ``None``: unknown, keep the plain
+        order)."""
+        if lengths is not None and len(lengths) != self.num_samples:
+            raise ValueError(f"{len(lengths)} lengths for {self.num_samples} training examples")
+        self.batch_size, self.lengths = batch_size, None if lengths is None else list(lengths)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        if self.lengths is None:
+            return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def _input_lengths(dataset: Dataset) -> list[int] | None:
+    """The length of each example's ``input_ids`` where every example is a mapping holding them, else ``None``."""
+    examples = [dataset[i] for i in range(len(dataset))]
+    if all(isinstance(example, Mapping) and "input_ids" in example for example in examples):
+        return [len(example["input_ids"]) for example in examples]
+    return None
 
 
 def _loss_of(outputs: Any) -> torch.Tensor:
