@@ -136,8 +136,7 @@ class TrainingSection:
         return TrainingConfig(
             output_dir=output_dir, num_epochs=self.epochs, per_device_batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, group_by_length=self.group_by_length,
-            weight_decay=self.weight_decay,
-            warmup_ratio=self.warmup_ratio, eval_every_epoch=self.eval_every_epoch,
+            weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio, eval_every_epoch=self.eval_every_epoch,
             early_stopping_patience=self.early_stopping_patience if dev else None,
             load_best_at_end=self.load_best_at_end, mixed_precision=self.mixed_precision, seed=self.seed,
         )
