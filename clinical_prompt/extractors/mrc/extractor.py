@@ -24,7 +24,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from safetensors.torch import save
@@ -77,15 +77,6 @@ from clinical_prompt.prompts import ClinicalPromptConfig, PromptedEncoder
 from clinical_prompt.schema import TaskSchema
 from clinical_prompt.strategies import Strategy, get_strategy
 from clinical_prompt.training import default_param_groups
-
-
-class Decoding(NamedTuple):
-    """One way to decode answers: relation rows' ``tails`` (``"spans"`` or ``"entities"``), ``mode`` and
-    ``threshold``."""
-
-    tails: str
-    mode: str
-    threshold: float
 
 
 class HardPromptEncoder(nn.Module):
@@ -315,28 +306,25 @@ class MrcExtractor(Extractor):
         ``inputs`` holds the rows' context and word masks (:meth:`batch_inputs`)."""
         output = self.span_head(hidden, *_masks(inputs))
         s = self.settings
-        concept = Decoding("spans", s.decoding, s.threshold)
-        relation = Decoding(s.relation_tails, s.relation_decoding or s.decoding,
-                            s.threshold if s.relation_threshold is None else s.relation_threshold)
+        concept = (s.decoding, s.threshold)
+        relation = (s.relation_decoding or s.decoding,
+                    s.threshold if s.relation_threshold is None else s.relation_threshold)
         choices = [relation if is_relation_row(row) else concept for row in rows]
-        decoded = {choice: self._char_spans(rows, output, inputs, choice.mode, choice.threshold, tails=choice.tails)
-                   for choice in set(choices)}
+        decoded = {choice: self._char_spans(rows, output, inputs, *choice) for choice in set(choices)}
         return [decoded[choice][i] for i, choice in enumerate(choices)]
 
     def _char_spans(
-        self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], mode: str, threshold: float,
-        *, tails: str,
+        self, rows: Sequence[dict], output: SpanHeadOutput, inputs: dict[str, Tensor], mode: str, threshold: float
     ) -> list[list[ScoredSpan]]:
         """The span head's ``output`` for ``rows`` decoded in ``mode`` at ``threshold``, as scored document
-        character spans; relation rows answer with the entities of their context where ``tails`` is
-        ``"entities"``."""
-        decoded = decode_spans(output, *_masks(inputs), mode=mode, threshold=threshold,
-                               max_span_len=self.settings.max_span_len)
+        character spans."""
+        s = self.settings
+        decoded = decode_spans(output, *_masks(inputs), mode=mode, threshold=threshold, max_span_len=s.max_span_len)
         spans = [
             [(*token_span_to_char_span(row["offset_mapping"], first, last), score) for first, last, score in row_spans]
             for row, row_spans in zip(rows, decoded)
         ]
-        if tails == "entities":
+        if s.relation_tails == "entities":
             start_p, end_p = torch.sigmoid(output.start_logits.float()), torch.sigmoid(output.end_logits.float())
             for i, row in enumerate(rows):
                 if is_relation_row(row):
@@ -438,27 +426,22 @@ class MrcExtractor(Extractor):
     def calibrate(self, documents: Sequence[Document], *, batch_size: int = 32) -> dict[str, float | str]:
         """Set ``settings.decoding`` and ``settings.threshold`` to the decoding mode and value of
         :data:`THRESHOLD_GRID` with the best concept strict micro-F1 on gold ``documents`` and then, where the schema
-        has relations, ``relation_tails``, ``relation_decoding`` and ``relation_threshold`` to those with the best
-        end-to-end relation strict micro-F1, asked about the concepts found with the settings just chosen, as
-        :meth:`extract` asks them (ties: the tails and mode already set, then the higher threshold). The modes tried
-        are ``flat`` and ``scored``; a part set to ``nested`` (overlapping answers, a property of the annotation
-        scheme) keeps it. Relation answers are tried both as the questions' own spans and as the entities found in
-        their context. Rows are encoded once and decoded every way.
+        has relations, ``relation_decoding`` and ``relation_threshold`` to those with the best end-to-end relation
+        strict micro-F1, asked about the concepts found with the settings just chosen, as :meth:`extract` asks them
+        (ties: the mode already set, then the higher threshold). The modes tried are ``flat`` and ``scored``; a part
+        set to ``nested`` (overlapping answers, a property of the annotation scheme) keeps it. Rows are encoded once
+        and decoded every way.
 
         The start and end probabilities of a head trained for a few epochs stay under 0.5 on many gold spans (a few
         percent of the tokens are positive), so a threshold fitted on dev recovers recall that a fixed 0.5 loses.
         Nearest-end (``flat``) decoding cuts an answer at its first likely end ("500 mg" of "500 mg daily"), best-score
-        (``scored``) decoding keeps the likelier longer span; relation questions trained on few rows rank tails well
-        before they pass a threshold on their own spans. Which suits a model is measured, not assumed.
+        (``scored``) decoding keeps the likelier longer span; which suits a question type is measured, not assumed.
         """
         gold = {doc.doc_id: doc for doc in documents}
         s = self.settings
         relation_mode = s.relation_decoding or s.decoding
-        concept_grid = [Decoding("spans", mode, t) for mode in _calibrated_modes(s.decoding) for t in THRESHOLD_GRID]
         # relation answers taken from the context's entities do not depend on the decoding mode
-        relation_grid = [*(Decoding("spans", mode, t) for mode in _calibrated_modes(relation_mode)
-                           for t in THRESHOLD_GRID),
-                         *(Decoding("entities", relation_mode, t) for t in THRESHOLD_GRID)]
+        relation_modes = _calibrated_modes(relation_mode) if s.relation_tails == "spans" else (relation_mode,)
         concept_rows = self.concept_questions(documents)
 
         def strict_f1(part: str, predictions: Mapping[str, DocumentPredictions]) -> float:
@@ -468,44 +451,43 @@ class MrcExtractor(Extractor):
         training = self.training
         self.eval()
         try:
-            concept_spans = self._spans_on_grid(concept_rows, concept_grid, batch_size)
+            concept_spans = self._spans_on_grid(concept_rows, _calibrated_modes(s.decoding), batch_size)
 
-            def found(choice: Decoding) -> dict[str, DocumentPredictions]:
+            def found(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
                 predictions = predictions_for(documents)
                 self.add_answers(predictions, concept_rows, concept_spans[choice])
                 return predictions
 
-            concept_choice = _best(concept_spans, lambda choice: strict_f1("concepts", found(choice)),
-                                   ("spans", s.decoding))
-            chosen: dict[str, float | str] = {"decoding": concept_choice.mode, "threshold": concept_choice.threshold}
+            concept_choice = _best(concept_spans, lambda choice: strict_f1("concepts", found(choice)), s.decoding)
+            chosen: dict[str, float | str] = dict(zip(("decoding", "threshold"), concept_choice))
             relation_rows = self.relation_questions(list(found(concept_choice).values()))
             if relation_rows:
-                relation_spans = self._spans_on_grid(relation_rows, relation_grid, batch_size)
+                relation_spans = self._spans_on_grid(relation_rows, relation_modes, batch_size)
 
-                def answered(choice: Decoding) -> dict[str, DocumentPredictions]:
+                def answered(choice: tuple[str, float]) -> dict[str, DocumentPredictions]:
                     predictions = found(concept_choice)
                     self.add_answers(predictions, relation_rows, relation_spans[choice])
                     return predictions
 
                 relation_choice = _best(relation_spans, lambda choice: strict_f1("relations", answered(choice)),
-                                        (s.relation_tails, relation_mode))
-                chosen.update(relation_tails=relation_choice.tails, relation_decoding=relation_choice.mode,
-                              relation_threshold=relation_choice.threshold)
+                                        relation_mode)
+                chosen.update(zip(("relation_decoding", "relation_threshold"), relation_choice))
         finally:
             self.train(training)
         self.settings = dataclasses.replace(s, **chosen)
         return chosen
 
-    def _spans_on_grid(self, rows: Sequence[dict], grid: Sequence[Decoding], batch_size: int
-                       ) -> dict[Decoding, list[list[ScoredSpan]]]:
-        """Scored document character spans answering each of ``rows``, decoded each way of ``grid``."""
-        spans: dict[Decoding, list[list[ScoredSpan]]] = {choice: [[] for _ in rows] for choice in grid}
+    def _spans_on_grid(self, rows: Sequence[dict], modes: Sequence[str], batch_size: int
+                       ) -> dict[tuple[str, float], list[list[ScoredSpan]]]:
+        """Scored document character spans answering each of ``rows``, decoded in each of ``modes`` at every value
+        of :data:`THRESHOLD_GRID`."""
+        grid = [(mode, threshold) for mode in modes for threshold in THRESHOLD_GRID]
+        spans: dict[tuple[str, float], list[list[ScoredSpan]]] = {choice: [[] for _ in rows] for choice in grid}
         for indices, hidden, inputs in self._encoded(rows, batch_size):
             batch, output = [rows[i] for i in indices], self.span_head(hidden, *_masks(inputs))
             for choice, decoded in spans.items():
-                row_spans = self._char_spans(batch, output, inputs, choice.mode, choice.threshold, tails=choice.tails)
-                for i, answer in zip(indices, row_spans):
-                    decoded[i] = answer
+                for i, row_spans in zip(indices, self._char_spans(batch, output, inputs, *choice)):
+                    decoded[i] = row_spans
         return spans
 
     @torch.no_grad()
@@ -601,9 +583,11 @@ class MrcExtractor(Extractor):
                    backbone_id=saved.meta.get("backbone"))
 
 
-def _best(choices: Iterable[Decoding], f1: Callable[[Decoding], float], preferred: tuple[str, str]) -> Decoding:
-    """The choice with the best ``f1``; ties: the ``(tails, mode)`` already set, then the higher threshold."""
-    return max(choices, key=lambda choice: (f1(choice), choice[:2] == preferred, choice.threshold))
+def _best(choices: Iterable[tuple[str, float]], f1: Callable[[tuple[str, float]], float], mode: str
+          ) -> tuple[str, float]:
+    """The ``(decoding mode, threshold)`` of ``choices`` with the best ``f1``; ties: ``mode``, then the higher
+    threshold."""
+    return max(choices, key=lambda choice: (f1(choice), choice[0] == mode, choice[1]))
 
 
 def _calibrated_modes(mode: str) -> tuple[str, ...]:
