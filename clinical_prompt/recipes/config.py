@@ -117,7 +117,7 @@ class TrainingSection:
     epochs: StrictInt = _field(3, help="passes over the training rows")
     batch_size: StrictInt = _field(8, help="rows per batch on each process")
     gradient_accumulation_steps: StrictInt = _field(1, help="batches per optimizer step")
-    group_by_length: StrictBool = _field(True, help="batches of rows of similar length: far less padding")
+    group_by_length: StrictBool = _field(False, help="batches of rows of similar length: far less padding")
     eval_batch_size: StrictInt = _field(32, help="rows per forward pass when extracting")
     backbone_lr: StrictFloat | None = _field(None, help="backbone learning rate (null: the strategy's)")
     head_lr: StrictFloat | None = _field(None, help="head learning rate (null: the strategy's)")

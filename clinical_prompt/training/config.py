@@ -31,8 +31,8 @@ class TrainingConfig:
     )
     seed: int = field(default=42, metadata={"help": "Seed of every RNG and of the data order."})
     group_by_length: bool = field(
-        default=True, metadata={"help": "Batches of examples of similar length (shuffled, then sorted within runs of "
-                                        "50 batches, as transformers' group_by_length): far less padding."}
+        default=False, metadata={"help": "Batches of examples of similar length (shuffled, then sorted within runs of "
+                                         "50 batches, as transformers' group_by_length): far less padding."}
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluated epochs without improvement; None = off."}
