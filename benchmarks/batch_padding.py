@@ -1,5 +1,5 @@
 """How much of a training batch is padding: the quality benchmark's MRC training rows (``soft-prompt-frozen``) of each
-corpus, batched in a random order and in the length-grouped order of ``TrainingConfig.group_by_length``.
+corpus, batched in the training loop's random order and in its length-grouped order (``group_by_length``).
 
     python benchmarks/batch_padding.py --config benchmarks/configs/quality.yaml
 
@@ -12,14 +12,13 @@ import argparse
 import statistics
 from collections.abc import Sequence
 
-import torch
 from quality import QualityBenchmark, load_corpus
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from clinical_prompt.readers import resolve_corpus_path
 from clinical_prompt.recipes import load_config, runs
 from clinical_prompt.recipes.config import ModelConfig
 from clinical_prompt.recipes.tables import markdown_table
+from clinical_prompt.training.loop import _EpochSampler
 
 STRATEGY = "soft-prompt-frozen"
 
@@ -39,15 +38,15 @@ def corpus_row(name: str, config: QualityBenchmark, epochs: int) -> dict[str, ob
     extractor = runs.build(splits.schema, STRATEGY, "minilm", model, config.prompt, seed)
     lengths = [len(row["input_ids"]) for row in extractor.training_rows(splits.training_sample(corpus, seed))]
     real = sum(lengths)
-    plain, grouped = [], []
-    for epoch in range(epochs):
-        generator = torch.Generator().manual_seed(seed + epoch)
-        plain.append(padded_positions(lengths, torch.randperm(len(lengths), generator=generator).tolist(), batch_size))
-        generator = torch.Generator().manual_seed(seed + epoch)
-        grouped.append(padded_positions(lengths, get_length_grouped_indices(lengths, batch_size, generator=generator),
-                                        batch_size))
-    return {"corpus": name, "rows": len(lengths), "mean_tokens": round(real / len(lengths)), "real": real,
-            "random": round(statistics.mean(plain) / real, 2), "grouped": round(statistics.mean(grouped) / real, 2)}
+    ratios = {}
+    for order, grouped in (("random", None), ("grouped", lengths)):
+        sampler = _EpochSampler(len(lengths), seed, batch_size=batch_size, lengths=grouped)
+        positions = []
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            positions.append(padded_positions(lengths, list(sampler), batch_size))
+        ratios[order] = round(statistics.mean(positions) / real, 2)
+    return {"corpus": name, "rows": len(lengths), "mean_tokens": round(real / len(lengths)), "real": real, **ratios}
 
 
 def main() -> None:

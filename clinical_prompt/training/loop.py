@@ -79,9 +79,8 @@ def train(
     set_seed(config.seed)
     if config.activation_checkpointing:
         _enable_activation_checkpointing(model)
-    sampler = _EpochSampler(len(train_dataset), config.seed)
-    if config.group_by_length:
-        sampler.group_by_length(config.per_device_batch_size, lengths or _input_lengths(train_dataset))
+    sampler = _EpochSampler(len(train_dataset), config.seed, batch_size=config.per_device_batch_size,
+                            lengths=(lengths or _input_lengths(train_dataset)) if config.group_by_length else None)
     with _output_dir_lock(config.output_dir, accelerator):
         return _train(model, train_dataset, sampler, config, collate_fn, param_groups, evaluate_fn, accelerator)
 
@@ -222,19 +221,15 @@ def _train_epoch(
 class _EpochSampler(Sampler[int]):
     """A random order that depends only on ``(seed, epoch)``: the same on every process and after a resume. Grouped
     by length, it is ``transformers``' length-grouped order (shuffled, then sorted by length within runs of up to 50
-    batches), so a batch pads little."""
+    batches of ``batch_size``), so a batch pads little; ``lengths`` is one per example, ``None`` for the plain
+    order."""
 
-    def __init__(self, num_samples: int, seed: int) -> None:
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-        self.batch_size: int | None = None
-        self.lengths: list[int] | None = None
-
-    def group_by_length(self, batch_size: int, lengths: Sequence[int] | None) -> None:
-        """Order batches of ``batch_size`` by ``lengths`` (one per example; ``None``: unknown, keep the plain
-        order)."""
-        if lengths is not None and len(lengths) != self.num_samples:
-            raise ValueError(f"{len(lengths)} lengths for {self.num_samples} training examples")
-        self.batch_size, self.lengths = batch_size, None if lengths is None else list(lengths)
+    def __init__(self, num_samples: int, seed: int, *, batch_size: int = 1,
+                 lengths: Sequence[int] | None = None) -> None:
+        if lengths is not None and len(lengths) != num_samples:
+            raise ValueError(f"{len(lengths)} lengths for {num_samples} training examples")
+        self.num_samples, self.seed, self.epoch, self.batch_size = num_samples, seed, 0, batch_size
+        self.lengths = None if lengths is None else list(lengths)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
