@@ -447,6 +447,8 @@ def _two_process_main(out: Path) -> None:
     history = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
     (out / f"rank-{accelerator.process_index}.json").write_text(json.dumps(
         {"weights": weights, "history": history, "processes": accelerator.num_processes}))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ Several processes (``accelerate launch --multi_gpu --num_processes N``): every p
 main process logs and seals checkpoints, all of them write their RNG states into a checkpoint directory on a shared
 file system. Without GPUs, accelerate runs such a launch as MULTI_CPU (gloo) only with ``ACCELERATE_USE_CPU=1`` (or
 ``Accelerator(cpu=True)``); otherwise each process believes it runs alone and the output-dir lock refuses the second.
+A script of its own ends with ``accelerator.wait_for_everyone(); accelerator.end_training()``, as accelerate asks: a
+process that exits with the process group alive can abort the other (gloo). The recipes do this themselves.
 """
 from clinical_prompt.training.checkpoints import COMPLETE_NAME, STATE_NAME
 from clinical_prompt.training.config import MIXED_PRECISION, TrainingConfig, TrainingResult
